@@ -1,0 +1,3 @@
+//! cprkit's engine.
+pub mod adapter;
+pub mod plan;
