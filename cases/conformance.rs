@@ -1,1 +1,92 @@
-fn main() {}
+//! The conformance runner (`cargo test`): one libtest-mimic trial per case x
+//! VMM x fault point, named like `refvmm::memory-running/kill-target@cpr-save`,
+//! each compared with its reviewed insta snapshot under snapshots/<vmm>/.
+//!
+//! The VMMs are refvmm and each of its mutants: the mutants' snapshots record
+//! which rules catch them, so a checker that goes blind fails here. After the
+//! last trial the runner checks that nothing was left behind.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cprkit_adapters::{RefVmm, adapter_for};
+use cprkit_cases::runner::{Planned, RunOptions, Verdicts, plan, run_one};
+use cprkit_cases::{cases_dir, load_dir};
+use cprkit_harness::adapter::Adapter;
+use cprkit_harness::leaks::{FdCensus, Leaks};
+use cprkit_harness::trialdir::RunRoot;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn snapshot_dir(adapter: &dyn Adapter) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("snapshots").join(adapter.snapshot_dir())
+}
+
+fn check(p: &Planned, root: &std::path::Path) -> Result<(), Failed> {
+    let result = run_one(p, root, &RunOptions::default());
+    match result.verdicts {
+        Verdicts::Judged { outcome, .. } => {
+            let name = format!("{}__{}", p.id.case, cprkit_cases::point_name(p.id.point)).replace(':', "-");
+            let mut settings = insta::Settings::clone_current();
+            settings.set_snapshot_path(snapshot_dir(p.adapter.as_ref()));
+            settings.set_prepend_module_to_snapshot(false);
+            settings.set_omit_expression(true);
+            settings.set_description(format!("cprkit trial {}", p.id.name()));
+            let outcome = outcome.clone();
+            std::panic::catch_unwind(move || settings.bind(|| insta::assert_yaml_snapshot!(name, outcome)))
+                .map_err(|_| Failed::from("the outcome differs from its snapshot (see above; `cargo insta review`)"))
+        }
+        Verdicts::Error(e) => Err(format!("trial error: {e}").into()),
+        Verdicts::NotRun(why) => Err(format!("not run: {why}").into()),
+    }
+}
+
+fn main() -> ExitCode {
+    // SAFETY: set before any thread starts.
+    unsafe { std::env::set_var("CPRKIT_REFVMM", env!("CARGO_BIN_EXE_refvmm")) };
+    let args = Arguments::from_args();
+    let cases = match load_dir(&cases_dir()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut names = vec!["refvmm".to_string()];
+    names.extend(RefVmm::mutants().iter().map(|(m, _)| format!("refvmm:{m}")));
+    let adapters: Vec<Arc<dyn Adapter>> = match names.iter().map(|n| adapter_for(n)).collect() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let before = FdCensus::take();
+    let root = Arc::new(RunRoot::new().expect("a run directory in the temp dir"));
+    let trials: Vec<Trial> = plan(&adapters, &cases, None)
+        .into_iter()
+        .map(|p| {
+            let root = Arc::clone(&root);
+            let ignored = p.case.runnable().err();
+            let name = p.id.name();
+            let t = Trial::test(name, move || check(&p, root.path()));
+            match ignored {
+                Some(why) => t.with_ignored_flag(true).with_kind(format!("not run: {why}")),
+                None => t,
+            }
+        })
+        .collect();
+    let listing = args.list;
+    let conclusion = libtest_mimic::run(&args, trials);
+    if listing {
+        return conclusion.exit_code();
+    }
+    let leaks = Leaks::check(&before, Some(root.path()));
+    drop(root);
+    if !leaks.is_clean() {
+        eprintln!("{leaks}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!("leak check: {leaks}");
+    conclusion.exit_code()
+}

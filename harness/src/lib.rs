@@ -1,3 +1,29 @@
-//! cprkit's engine.
+//! cprkit's engine: the parts that start VMMs, sit on their channels, inject
+//! faults, observe, and judge.
+//!
+//! - [`plan`]: steps, faults and fault points (the names used everywhere);
+//! - [`adapter`]: the contract a VMM wrapper meets, and [`qmp_monitor`], the QMP one;
+//! - [`process`], [`trialdir`], [`unixnet`], [`guestmem`]: processes, private
+//!   directories, socket readiness, and guest memory seen from outside;
+//! - [`interposer`]: the man in the middle on the cpr and main channels;
+//! - [`timeline`] and [`record`]: what a trial observed;
+//! - [`trial`]: one trial, from start to final readings;
+//! - [`rules`]: a checker per contract rule; [`outcome`]: the snapshot form;
+//!   [`explain`]: the two-column drawing; [`leaks`]: nothing left behind.
+
 pub mod adapter;
+pub mod bare;
+pub mod explain;
+pub mod guestmem;
+pub mod interposer;
+pub mod leaks;
+pub mod outcome;
 pub mod plan;
+pub mod process;
+pub mod qmp_monitor;
+pub mod record;
+pub mod rules;
+pub mod timeline;
+pub mod trial;
+pub mod trialdir;
+pub mod unixnet;

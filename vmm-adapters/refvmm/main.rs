@@ -1,1 +1,5 @@
-fn main() {}
+//! The `refvmm` executable: everything lives in the `refvmm` library.
+
+fn main() {
+    refvmm::main()
+}

@@ -1,0 +1,410 @@
+//! The channel interposer: the kit's man in the middle on the cpr and main
+//! channels. The source is given the interposer's sockets; for each connection
+//! the interposer connects to the target's real socket and forwards both ways,
+//! bytes and SCM_RIGHTS fds in order, EOF mirrored as a half-close (the source
+//! waits for the target to close the cpr socket, so that EOF is a signal).
+//!
+//! At four exact points it *holds* the message in hand and asks the kit what to
+//! do (the kit samples the VMMs meanwhile, and decides the fault):
+//!
+//! | point           | channel | what is held                                 |
+//! |-----------------|---------|----------------------------------------------|
+//! | `cpr-save`      | cpr     | the first message carrying fds (the cut-over) |
+//! | `target-init`   | cpr     | the target's EOF (it has loaded the CPR state) |
+//! | `main-stream`   | main    | the first bytes from the source               |
+//! | `target-resume` | main    | the first bytes from the target               |
+//!
+//! Each point is held once. Holding a channel, never a timer, is what makes the
+//! fault points exact.
+
+use std::io::{self, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use sendfd::{RecvWithFd, SendWithFd};
+
+use crate::plan::Step;
+use crate::timeline::{Actor, Timeline, What};
+
+/// The two channels of a cpr-transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Chan {
+    Cpr,
+    Main,
+}
+
+impl Chan {
+    fn actor(self) -> Actor {
+        match self {
+            Chan::Cpr => Actor::Cpr,
+            Chan::Main => Actor::Main,
+        }
+    }
+}
+
+/// Which way a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    ToTarget,
+    ToSource,
+}
+
+/// What the kit tells the interposer to do with a held message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Directive {
+    /// Forward it as it is.
+    Forward,
+    /// Forward the bytes, close the fds (`cpr-drop-fds`).
+    DropFds,
+    /// Flip every byte, then forward (`main-corrupt`).
+    Corrupt,
+    /// Close both sides of this channel; the held message is not forwarded.
+    Close,
+    /// The sender was killed at this point: it never sent the message. Closes
+    /// the channel like `Close`.
+    Discard,
+}
+
+/// A message the interposer holds at a point.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    pub step: Step,
+    pub chan: Chan,
+    pub dir: Dir,
+    pub bytes: usize,
+    pub fds: usize,
+}
+
+/// Decides what to do with a held message; called from an interposer thread,
+/// which waits for the answer.
+pub type HoldHandler = Arc<dyn Fn(Held) -> Directive + Send + Sync>;
+
+/// Where the interposer listens (front, given to the source) and where it
+/// connects (back, the target's real socket).
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub chan: Chan,
+    pub front: PathBuf,
+    pub back: PathBuf,
+}
+
+/// Counters of what crossed, for the figures.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub cpr_bytes: AtomicU64,
+    pub cpr_fds: AtomicU64,
+    pub main_bytes_to_target: AtomicU64,
+    pub main_bytes_to_source: AtomicU64,
+}
+
+struct Shared {
+    timeline: Timeline,
+    on_hold: HoldHandler,
+    stop: OwnedFd,
+    held: [AtomicBool; 4],
+    traffic: Traffic,
+}
+
+/// A running interposer. Dropping it stops every thread and closes every socket.
+pub struct Interposer {
+    shared: Arc<Shared>,
+    stop_tx: Option<OwnedFd>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Interposer {
+    /// Binds the front sockets (so the source can connect at once) and starts serving.
+    pub fn start(routes: &[Route], timeline: &Timeline, on_hold: HoldHandler) -> io::Result<Self> {
+        let (stop_rx, stop_tx) = nix::unistd::pipe()?;
+        let shared = Arc::new(Shared {
+            timeline: timeline.clone(),
+            on_hold,
+            stop: stop_rx,
+            held: Default::default(),
+            traffic: Traffic::default(),
+        });
+        let mut threads = Vec::new();
+        for r in routes {
+            let listener = UnixListener::bind(&r.front)?;
+            let shared = Arc::clone(&shared);
+            let route = r.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("interposer-accept".into())
+                    .spawn(move || accept_loop(listener, route, shared))?,
+            );
+        }
+        Ok(Interposer { shared, stop_tx: Some(stop_tx), threads })
+    }
+
+    pub fn traffic(&self) -> &Traffic {
+        &self.shared.traffic
+    }
+
+    /// Stops every thread and closes every connection.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = nix::unistd::write(&tx, b"x");
+            // Keep the write end open until the threads are gone: a closed pipe
+            // also reads as ready, but one byte is enough.
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Interposer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until `fd` is readable; false when the interposer is stopping.
+fn wait_readable(fd: &impl AsFd, stop: &OwnedFd) -> bool {
+    loop {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN), PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {
+                if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                    return false;
+                }
+                if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+                    return true;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn accept_loop(listener: UnixListener, route: Route, shared: Arc<Shared>) {
+    let actor = route.chan.actor();
+    let mut pumps = Vec::new();
+    while wait_readable(&listener, &shared.stop) {
+        let Ok((front, _)) = listener.accept() else { continue };
+        shared.timeline.record(actor, What::Channel("source connected".into()));
+        let back = match UnixStream::connect(&route.back) {
+            Ok(b) => b,
+            Err(e) => {
+                shared.timeline.record(actor, What::Channel(format!("connect to target failed: {}", errno_name(&e))));
+                let _ = front.shutdown(Shutdown::Both);
+                continue;
+            }
+        };
+        shared.timeline.record(actor, What::Channel("connected to target".into()));
+        let pair = Arc::new(Pair { front, back, closed: AtomicBool::new(false) });
+        for dir in [Dir::ToTarget, Dir::ToSource] {
+            let pair = Arc::clone(&pair);
+            let shared = Arc::clone(&shared);
+            let chan = route.chan;
+            if let Ok(h) =
+                std::thread::Builder::new().name("interposer-pump".into()).spawn(move || pump(chan, dir, pair, shared))
+            {
+                pumps.push(h);
+            }
+        }
+    }
+    for p in pumps {
+        let _ = p.join();
+    }
+    let _ = std::fs::remove_file(&route.front);
+}
+
+/// One source connection and its connection to the target.
+struct Pair {
+    front: UnixStream,
+    back: UnixStream,
+    closed: AtomicBool,
+}
+
+impl Pair {
+    fn ends(&self, dir: Dir) -> (&UnixStream, &UnixStream) {
+        match dir {
+            Dir::ToTarget => (&self.front, &self.back),
+            Dir::ToSource => (&self.back, &self.front),
+        }
+    }
+
+    /// Closes both connections both ways (a channel fault, or a side gone).
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _ = self.front.shutdown(Shutdown::Both);
+        let _ = self.back.shutdown(Shutdown::Both);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+fn hold_index(step: Step) -> usize {
+    match step {
+        Step::CprSave => 0,
+        Step::TargetInit => 1,
+        Step::MainStream => 2,
+        _ => 3,
+    }
+}
+
+/// Asks the kit about the message at `step`, once per point.
+fn hold(shared: &Shared, step: Step, chan: Chan, dir: Dir, bytes: usize, fds: usize) -> Directive {
+    if shared.held[hold_index(step)].swap(true, Ordering::SeqCst) {
+        return Directive::Forward;
+    }
+    (shared.on_hold)(Held { step, chan, dir, bytes, fds })
+}
+
+const MAX_FDS: usize = 64;
+
+fn pump(chan: Chan, dir: Dir, pair: Arc<Pair>, shared: Arc<Shared>) {
+    let actor = chan.actor();
+    let (from, to) = pair.ends(dir);
+    let (from_name, to_name) = match dir {
+        Dir::ToTarget => ("source", "target"),
+        Dir::ToSource => ("target", "source"),
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut raw = [0 as RawFd; MAX_FDS];
+    let mut first_data = true;
+    loop {
+        if !wait_readable(from, &shared.stop) {
+            break;
+        }
+        let (n, nfds) = match from.recv_with_fd(&mut buf, &mut raw) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if !pair.is_closed() {
+                    shared.timeline.record(actor, What::Channel(format!("read from {from_name}: {}", errno_name(&e))));
+                }
+                (0, 0)
+            }
+        };
+        // SAFETY: recv_with_fd returned `nfds` fresh descriptors that nobody else owns.
+        let fds: Vec<OwnedFd> = raw[..nfds].iter().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
+        if pair.is_closed() {
+            break;
+        }
+        if n == 0 && fds.is_empty() {
+            // EOF: the point where the target has loaded the CPR state and closed.
+            if chan == Chan::Cpr && dir == Dir::ToSource {
+                let d = hold(&shared, Step::TargetInit, chan, dir, 0, 0);
+                if apply_close(d, &pair, &shared, actor) {
+                    break;
+                }
+            }
+            if !pair.is_closed() {
+                let _ = to.shutdown(Shutdown::Write);
+                shared.timeline.record(actor, What::Channel(format!("EOF from {from_name} passed to {to_name}")));
+            }
+            break;
+        }
+        let step = match (chan, dir) {
+            (Chan::Cpr, Dir::ToTarget) if !fds.is_empty() => Some(Step::CprSave),
+            (Chan::Main, Dir::ToTarget) if first_data => Some(Step::MainStream),
+            (Chan::Main, Dir::ToSource) if first_data => Some(Step::TargetResume),
+            _ => None,
+        };
+        first_data = false;
+        let directive = match step {
+            Some(step) => hold(&shared, step, chan, dir, n, fds.len()),
+            None => Directive::Forward,
+        };
+        if apply_close(directive, &pair, &shared, actor) || pair.is_closed() {
+            break;
+        }
+        let data = &mut buf[..n];
+        let mut pass: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        match directive {
+            Directive::Corrupt => {
+                data.iter_mut().for_each(|b| *b ^= 0xff);
+                shared.timeline.record(actor, What::Channel(format!("{n} bytes flipped")));
+            }
+            Directive::DropFds => {
+                shared.timeline.record(actor, What::Channel(format!("{} fds dropped", pass.len())));
+                pass.clear();
+            }
+            _ => {}
+        }
+        if let Err(e) = send_all(to, data, &pass) {
+            shared.timeline.record(actor, What::Channel(format!("{to_name} gone ({}): channel closed", errno_name(&e))));
+            pair.close();
+            break;
+        }
+        count(&shared.traffic, chan, dir, n, pass.len());
+        if !pass.is_empty() {
+            shared.timeline.record(actor, What::Channel(format!("{} fds crossed to the {to_name}", pass.len())));
+        }
+        // Our copies of the passed fds close here, as `fds` drops.
+    }
+}
+
+/// Applies a closing directive; true when the channel is now closed.
+fn apply_close(d: Directive, pair: &Pair, shared: &Shared, actor: Actor) -> bool {
+    match d {
+        Directive::Close | Directive::Discard => {
+            pair.close();
+            let why = if d == Directive::Close { "closed by the kit" } else { "closed: the sender was killed" };
+            shared.timeline.record(actor, What::Channel(why.into()));
+            true
+        }
+        _ => false,
+    }
+}
+
+fn send_all(to: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let mut off = 0;
+    if !fds.is_empty() {
+        off = to.send_with_fd(data, fds)?;
+    }
+    let mut w = to;
+    while off < data.len() {
+        match w.write(&data[off..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => off += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn count(t: &Traffic, chan: Chan, dir: Dir, n: usize, fds: usize) {
+    let n = n as u64;
+    match (chan, dir) {
+        (Chan::Cpr, _) => {
+            t.cpr_bytes.fetch_add(n, Ordering::Relaxed);
+            t.cpr_fds.fetch_add(fds as u64, Ordering::Relaxed);
+        }
+        (Chan::Main, Dir::ToTarget) => {
+            t.main_bytes_to_target.fetch_add(n, Ordering::Relaxed);
+        }
+        (Chan::Main, Dir::ToSource) => {
+            t.main_bytes_to_source.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The errno's symbolic name (stable across runs, unlike messages with paths).
+pub fn errno_name(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => format!("{:?}", nix::errno::Errno::from_raw(code)),
+        None => format!("{:?}", e.kind()),
+    }
+}
+
+/// The front and back paths of a trial's two channels, under `dir`.
+pub fn routes(dir: &Path, target_cpr: &Path, target_main: &Path) -> Vec<Route> {
+    vec![
+        Route { chan: Chan::Cpr, front: dir.join("cpr.sock"), back: target_cpr.to_path_buf() },
+        Route { chan: Chan::Main, front: dir.join("main.sock"), back: target_main.to_path_buf() },
+    ]
+}

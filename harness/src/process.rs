@@ -1,0 +1,235 @@
+//! Supervision of the VMM processes a trial starts: each in its own process
+//! group, its output captured in the trial's log, signals sent to the whole
+//! group, its exit seen as it happens (a watcher thread), and always reaped.
+//!
+//! The watcher waits with `WNOWAIT`, so the exited process stays a zombie (and
+//! its pid cannot be reused) until [`VmmProcess`] is dropped and reaps it; a
+//! signal sent in between can never reach another process.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::Pid;
+
+use crate::adapter::Role;
+use crate::leaks;
+use crate::timeline::{Timeline, What};
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitInfo {
+    Code(i32),
+    Signal(i32),
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitInfo::Code(c) => write!(f, "exited (status {c})"),
+            ExitInfo::Signal(s) => {
+                let name = Signal::try_from(*s).map(|s| s.as_str()).unwrap_or("?");
+                write!(f, "exited (killed by {name})")
+            }
+        }
+    }
+}
+
+type ExitSlot = Arc<(Mutex<Option<ExitInfo>>, Condvar)>;
+
+/// One running VMM process of a trial.
+pub struct VmmProcess {
+    role: Role,
+    pid: Pid,
+    child: Option<Child>,
+    exit: ExitSlot,
+    watcher: Option<JoinHandle<()>>,
+}
+
+impl VmmProcess {
+    /// Spawns `cmd` in a new process group, stdout and stderr appended to `log`.
+    /// `on_exit` is called from the watcher thread when the process ends.
+    pub fn spawn(
+        role: Role,
+        mut cmd: Command,
+        log: &Path,
+        timeline: &Timeline,
+        on_exit: impl FnOnce(ExitInfo) + Send + 'static,
+    ) -> io::Result<Self> {
+        let out = File::options().create(true).append(true).open(log)?;
+        let err = out.try_clone()?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        let child = cmd.spawn()?;
+        let pid = Pid::from_raw(child.id() as i32);
+        leaks::register_process(pid.as_raw());
+        let exit: ExitSlot = Arc::default();
+        let slot = Arc::clone(&exit);
+        let timeline = timeline.clone();
+        let watcher = std::thread::Builder::new().name(format!("watch-{}", role.name())).spawn(move || {
+            let info = wait_exit_nowait(pid);
+            timeline.record(role.into(), What::Exited(info));
+            *slot.0.lock().expect("exit lock") = Some(info);
+            slot.1.notify_all();
+            on_exit(info);
+        })?;
+        Ok(VmmProcess { role, pid, child: Some(child), exit, watcher: Some(watcher) })
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// How it ended, if it has.
+    pub fn exit(&self) -> Option<ExitInfo> {
+        *self.exit.0.lock().expect("exit lock")
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.exit().is_none()
+    }
+
+    /// Waits until the process has ended, at most `timeout`.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<ExitInfo> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.exit.0.lock().expect("exit lock");
+        while guard.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            guard = self.exit.1.wait_timeout(guard, left).expect("exit lock").0;
+        }
+        *guard
+    }
+
+    /// Sends `sig` to the process group (a no-op once it has ended).
+    pub fn signal(&self, sig: Signal) -> io::Result<()> {
+        if !self.is_alive() {
+            return Ok(());
+        }
+        killpg(self.pid, sig).map_err(io::Error::from)
+    }
+
+    /// SIGKILL, then waits for the exit (bounded).
+    pub fn kill(&self) -> Option<ExitInfo> {
+        let _ = self.signal(Signal::SIGKILL);
+        self.wait_exit(Duration::from_secs(10))
+    }
+
+    /// SIGSTOP, and waits until the kernel shows it stopped (bounded).
+    pub fn freeze(&self) -> io::Result<bool> {
+        self.signal(Signal::SIGSTOP)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match proc_state(self.pid.as_raw()) {
+                Some('T') | Some('t') => return Ok(true),
+                None | Some('Z') | Some('X') => return Ok(false),
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn thaw(&self) -> io::Result<()> {
+        self.signal(Signal::SIGCONT)
+    }
+}
+
+impl Drop for VmmProcess {
+    fn drop(&mut self) {
+        if self.is_alive() {
+            let _ = killpg(self.pid, Signal::SIGKILL);
+        }
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        leaks::unregister_process(self.pid.as_raw());
+    }
+}
+
+/// Blocks until `pid` has exited, leaving it unreaped.
+fn wait_exit_nowait(pid: Pid) -> ExitInfo {
+    loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(WaitStatus::Exited(_, code)) => return ExitInfo::Code(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return ExitInfo::Signal(sig as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                // ECHILD: already reaped elsewhere; nothing more can be known.
+                let _ = e;
+                return ExitInfo::Code(-1);
+            }
+        }
+    }
+}
+
+/// The state letter of /proc/PID/stat (R, S, T, Z, ...).
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.trim_start().chars().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn exit_code_is_seen_and_logged() {
+        let dir = tmp();
+        let log = dir.path().join("log");
+        let t = Timeline::new();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo hello; exit 3"]);
+        let p = VmmProcess::spawn(Role::Target, cmd, &log, &t, |_| {}).unwrap();
+        assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(ExitInfo::Code(3)));
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "hello\n");
+        assert!(t.entries().iter().any(|e| e.what == What::Exited(ExitInfo::Code(3))));
+    }
+
+    #[test]
+    fn freeze_then_kill_a_process_group_and_reap_it() {
+        let dir = tmp();
+        let t = Timeline::new();
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let p = VmmProcess::spawn(Role::Source, cmd, &dir.path().join("log"), &t, |_| {}).unwrap();
+        let pid = p.pid();
+        assert!(p.freeze().unwrap());
+        assert_eq!(proc_state(pid), Some('T'));
+        assert_eq!(p.kill(), Some(ExitInfo::Signal(Signal::SIGKILL as i32)));
+        drop(p);
+        assert_eq!(proc_state(pid), None, "reaped on drop");
+    }
+
+    #[test]
+    fn drop_kills_a_live_process() {
+        let dir = tmp();
+        let t = Timeline::new();
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let p = VmmProcess::spawn(Role::Source, cmd, &dir.path().join("log"), &t, |_| {}).unwrap();
+        let pid = p.pid();
+        drop(p);
+        assert_eq!(proc_state(pid), None);
+    }
+}

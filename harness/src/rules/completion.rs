@@ -1,0 +1,48 @@
+//! DONE-1 and DONE-2: what a completed transfer must leave behind.
+
+use super::Verdict;
+use crate::record::TrialRecord;
+use crate::timeline::Actor;
+
+pub fn done1(r: &TrialRecord) -> Verdict {
+    const ID: &str = "DONE-1";
+    if !r.completed() {
+        return Verdict::na(ID, "the transfer did not complete");
+    }
+    let target = r.target.runstate.as_deref().unwrap_or("unknown");
+    let source = r.source.runstate.as_deref().unwrap_or("unknown");
+    let mut wrong = Vec::new();
+    if target != r.prior {
+        wrong.push(format!("target `{target}`, the source was `{}`", r.prior));
+    }
+    if source != "postmigrate" {
+        wrong.push(format!("source `{source}`, not `postmigrate`"));
+    }
+    if wrong.is_empty() {
+        Verdict::pass(ID, format!("target `{target}`, source `postmigrate`"))
+    } else {
+        Verdict::fail(ID, wrong.join("; "))
+    }
+}
+
+pub fn done2(r: &TrialRecord) -> Verdict {
+    const ID: &str = "DONE-2";
+    if !r.completed() {
+        return Verdict::na(ID, "the source did not report completion");
+    }
+    let done_at = r.source_status_at("completed");
+    if let Some((at, x)) = r.exit_at(Actor::Target)
+        && done_at.is_none_or(|d| at <= d)
+    {
+        return Verdict::fail(ID, format!("the source reported completion, but the target had {x}"))
+            .with_detail(format!("target ended at +{at:?}, completion at +{done_at:?}"));
+    }
+    match r.target.runstate.as_deref() {
+        Some("running" | "paused") => Verdict::pass(ID, "the target had loaded the state and was alive"),
+        Some(other) => Verdict::fail(ID, format!("the source reported completion, but the target never loaded the state (`{other}`)")),
+        None => match r.target.exit {
+            Some(x) => Verdict::fail(ID, format!("the source reported completion, but the target {x} without running")),
+            None => Verdict::fail(ID, "the source reported completion, but the target never answered"),
+        },
+    }
+}

@@ -1,0 +1,137 @@
+//! The rule checkers: one function per rule of the contract, each judging a
+//! [`TrialRecord`] from what was observed, and naming its evidence.
+//!
+//! A verdict's `evidence` is worded without times, pids or counters so that it
+//! is stable in snapshots; its `detail` carries the numbers for reports.
+
+mod completion;
+mod failure;
+mod memory;
+mod ordering;
+mod requests;
+
+use serde::Serialize;
+
+use crate::record::TrialRecord;
+
+/// The contract version these checkers implement (CONTRACT.md).
+pub const CONTRACT_VERSION: &str = "1.0";
+
+/// A rule's outcome in one trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Pass,
+    Fail,
+    /// The rule says nothing about this trial (e.g. DONE-1 when the transfer failed).
+    NotApplicable,
+}
+
+/// A rule's verdict with its evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub rule: &'static str,
+    pub status: Status,
+    /// Why, in words stable from run to run.
+    pub evidence: String,
+    /// The same with numbers (times, counters) for people.
+    pub detail: String,
+}
+
+impl Verdict {
+    fn new(rule: &'static str, status: Status, evidence: impl Into<String>) -> Self {
+        Verdict { rule, status, evidence: evidence.into(), detail: String::new() }
+    }
+
+    pub(crate) fn pass(rule: &'static str, evidence: impl Into<String>) -> Self {
+        Self::new(rule, Status::Pass, evidence)
+    }
+
+    pub(crate) fn fail(rule: &'static str, evidence: impl Into<String>) -> Self {
+        Self::new(rule, Status::Fail, evidence)
+    }
+
+    pub(crate) fn na(rule: &'static str, why: impl Into<String>) -> Self {
+        Self::new(rule, Status::NotApplicable, why)
+    }
+
+    pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+/// A rule of the contract.
+pub struct Rule {
+    pub id: &'static str,
+    /// The MUST text, as in CONTRACT.md.
+    pub text: &'static str,
+    pub check: fn(&TrialRecord) -> Verdict,
+}
+
+/// The rules that apply to the memory profile, in the contract's order.
+pub const MEMORY_RULES: &[Rule] = &[
+    Rule {
+        id: "ORD-1",
+        text: "When the first CPR fd reaches the target, the source VM is stopped: no guest memory write and no device I/O from the source from then on.",
+        check: ordering::ord1,
+    },
+    Rule {
+        id: "FAIL-1",
+        text: "After a failed or cancelled transfer the source returns to the runstate it had when the migrate command came, within a bounded time.",
+        check: failure::fail1,
+    },
+    Rule {
+        id: "FAIL-2",
+        text: "The source is resumed exactly once per failed transfer (no double resume, no resume of a VM that was paused).",
+        check: failure::fail2,
+    },
+    Rule {
+        id: "FAIL-3",
+        text: "Source and target never both run guest code on the shared memory (no split brain), whatever fault or cancel happens.",
+        check: failure::fail3,
+    },
+    Rule {
+        id: "FAIL-4",
+        text: "A failed transfer leaves the target not running: it exits, or stays stopped in a state the adapter can kill.",
+        check: failure::fail4,
+    },
+    Rule {
+        id: "DONE-1",
+        text: "A successful transfer ends with the target in the source's prior runstate, and the source in postmigrate.",
+        check: completion::done1,
+    },
+    Rule {
+        id: "DONE-2",
+        text: "The source reports completion only if the target has really loaded the state and is alive.",
+        check: completion::done2,
+    },
+    Rule {
+        id: "MEM-1",
+        text: "Guest RAM is handed over in place: the target maps the same memfd inodes, and guest memory content carries on.",
+        check: memory::mem1,
+    },
+    Rule {
+        id: "ERR-1",
+        text: "A malformed request is refused with an error; the VMM process survives and the VM state is unchanged.",
+        check: requests::err1,
+    },
+    Rule {
+        id: "ERR-2",
+        text: "A stuck peer never wedges the source: a cancel at any step returns it to its prior runstate, and every step ends or fails within a bound.",
+        check: requests::err2,
+    },
+];
+
+/// Judges a trial by every rule of the memory profile.
+pub fn judge(record: &TrialRecord) -> Vec<Verdict> {
+    MEMORY_RULES.iter().map(|r| (r.check)(record)).collect()
+}
+
+/// The rule with this ID.
+pub fn rule(id: &str) -> Option<&'static Rule> {
+    MEMORY_RULES.iter().find(|r| r.id == id)
+}
+
+#[cfg(test)]
+mod tests;

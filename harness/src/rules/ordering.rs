@@ -1,0 +1,28 @@
+//! ORD-1: the source is stopped when the first CPR fd crosses.
+
+use super::Verdict;
+use crate::record::TrialRecord;
+
+/// Judged at the cut-over hold: the source's runstate while the fds were held,
+/// and whether the guest counter moved in its memfd during the hold.
+pub fn ord1(r: &TrialRecord) -> Verdict {
+    const ID: &str = "ORD-1";
+    let Some(c) = &r.cutover else {
+        return Verdict::na(ID, "no fd crossed the cpr channel");
+    };
+    let runstate = c.source_runstate.as_deref().unwrap_or("unknown");
+    let moved = c.counter.is_some_and(|(a, b)| b != a);
+    let detail = match c.counter {
+        Some((a, b)) => format!("at +{:?}: source runstate {runstate}, guest counter {a} -> {b} during the hold", c.at),
+        None => format!("at +{:?}: source runstate {runstate}", c.at),
+    };
+    if runstate == "running" || moved {
+        let mut why = format!("source runstate `{runstate}` when the first fd crossed");
+        if moved {
+            why.push_str("; the guest counter moved while the fds were held");
+        }
+        Verdict::fail(ID, why).with_detail(detail)
+    } else {
+        Verdict::pass(ID, format!("source `{runstate}` and its guest still when the first fd crossed")).with_detail(detail)
+    }
+}

@@ -1,0 +1,180 @@
+//! One timeline of stamped events from every observer of a trial: the monitors'
+//! events, the interposer, the processes' exits, the kit's own actions and samples.
+//!
+//! Each entry has a monotonic time (for drawing and figures) and an *epoch*: the
+//! number of barriers before it. A barrier is a point where the kit has flushed
+//! every monitor (a query round trip returns only after every earlier event) and
+//! then acted (a hold point, a fault, a command). Sorting by epoch, then actor,
+//! then arrival gives an order that does not depend on thread scheduling, which
+//! is what snapshots record; the times are what `explain` draws.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::adapter::{Role, VmEvent};
+use crate::plan::Step;
+use crate::process::ExitInfo;
+
+/// Who an entry comes from; the order here is the order within an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Actor {
+    Kit,
+    Source,
+    Target,
+    Cpr,
+    Main,
+}
+
+impl Actor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Actor::Kit => "kit",
+            Actor::Source => "source",
+            Actor::Target => "target",
+            Actor::Cpr => "cpr",
+            Actor::Main => "main",
+        }
+    }
+}
+
+impl From<Role> for Actor {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Source => Actor::Source,
+            Role::Target => Actor::Target,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum What {
+    /// The kit holds a channel at this step's point (a barrier).
+    Point { step: Step, note: String },
+    /// The kit did something to a VMM (a barrier): a command, a signal, a channel fault.
+    Action(String),
+    /// An event the VMM reported on its monitor.
+    Event(VmEvent),
+    /// The VMM refused a command.
+    Refused { command: String, desc: String },
+    /// The process ended.
+    Exited(ExitInfo),
+    /// A reading the kit took (runstate, guest counter).
+    Sample(String),
+    /// Interposer detail (connections, EOFs, fds forwarded); not part of snapshots.
+    Channel(String),
+}
+
+impl What {
+    /// Whether the entry's place in the order is deterministic (kept in snapshots).
+    pub fn is_step(&self) -> bool {
+        !matches!(self, What::Sample(_) | What::Channel(_))
+    }
+
+    pub fn is_barrier(&self) -> bool {
+        matches!(self, What::Point { .. } | What::Action(_))
+    }
+
+    /// A one-line description without times, pids or paths.
+    pub fn label(&self) -> String {
+        match self {
+            What::Point { step, note } if note.is_empty() => format!("{step}"),
+            What::Point { step, note } => format!("{step}: {note}"),
+            What::Action(a) => a.clone(),
+            What::Event(e) => e.label(),
+            What::Refused { command, desc } => format!("{command} refused: {desc}"),
+            What::Exited(x) => x.to_string(),
+            What::Sample(s) | What::Channel(s) => s.clone(),
+        }
+    }
+}
+
+/// One stamped entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Arrival order in the whole timeline.
+    pub seq: u64,
+    /// Time since the trial started.
+    pub at: Duration,
+    pub epoch: u32,
+    pub actor: Actor,
+    pub what: What,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: Vec<Entry>,
+    epoch: u32,
+}
+
+/// The shared, append-only timeline of one trial.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    start: Instant,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Timeline {
+    pub fn new() -> Self {
+        Timeline { start: Instant::now(), inner: Arc::default() }
+    }
+
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// Appends an entry; a barrier opens a new epoch and is its first entry.
+    pub fn record(&self, actor: Actor, what: What) -> Duration {
+        let at = self.start.elapsed();
+        let mut inner = self.inner.lock().expect("timeline lock");
+        if what.is_barrier() {
+            inner.epoch += 1;
+        }
+        let entry = Entry { seq: inner.entries.len() as u64, at, epoch: inner.epoch, actor, what };
+        inner.entries.push(entry);
+        at
+    }
+
+    /// Everything so far, in arrival order.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.inner.lock().expect("timeline lock").entries.clone()
+    }
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The entries of a snapshot, in the scheduling-independent order: epoch, then
+/// actor, then arrival (a process's exit last among its own entries of the epoch).
+pub fn step_order(entries: &[Entry]) -> Vec<&Entry> {
+    let mut steps: Vec<&Entry> = entries.iter().filter(|e| e.what.is_step()).collect();
+    steps.sort_by_key(|e| (e.epoch, e.actor, matches!(e.what, What::Exited(_)), e.seq));
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn barriers_open_epochs_and_order_ignores_arrival_across_actors() {
+        let t = Timeline::new();
+        t.record(Actor::Target, What::Event(VmEvent::Resume));
+        t.record(Actor::Source, What::Event(VmEvent::Stop));
+        t.record(Actor::Kit, What::Action("migrate".into()));
+        t.record(Actor::Target, What::Event(VmEvent::Migration("active".into())));
+        t.record(Actor::Source, What::Sample("runstate running".into()));
+        t.record(Actor::Source, What::Event(VmEvent::Migration("setup".into())));
+        let entries = t.entries();
+        let labels: Vec<String> = step_order(&entries).iter().map(|e| e.what.label()).collect();
+        assert_eq!(labels, ["STOP", "RESUME", "migrate", "MIGRATION setup", "MIGRATION active"]);
+        assert_eq!(entries[2].epoch, 1);
+        assert_eq!(entries[0].epoch, 0);
+    }
+}

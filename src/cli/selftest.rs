@@ -1,0 +1,87 @@
+//! `cprkit selftest`: the kit checks its own checks. Every refvmm mutant runs
+//! the whole matrix; each must be caught by at least one rule (and by the rule
+//! its bug is about), and the correct refvmm must break none.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use cprkit_adapters::RefVmm;
+use cprkit_adapters::refvmm_adapter::MUTANT_EXPECTATIONS;
+use cprkit_cases::runner::{RunOptions, Verdicts, plan};
+use cprkit_harness::leaks::{FdCensus, Leaks};
+use cprkit_harness::rules::MEMORY_RULES;
+use cprkit_harness::trialdir::RunRoot;
+
+use super::run::run_with_progress;
+use super::{adapters, load_cases};
+
+pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
+    let mut names = vec!["refvmm".to_string()];
+    names.extend(RefVmm::mutants().iter().map(|(m, _)| format!("refvmm:{m}")));
+    let cases = load_cases()?;
+    let planned = plan(&adapters(&names)?, &cases, case);
+    let before = FdCensus::take();
+    let root = RunRoot::new().context("creating the run directory")?;
+    let results = run_with_progress(&planned, jobs, root.path(), &RunOptions::default())?;
+    let leaks = Leaks::check(&before, Some(root.path()));
+    drop(root);
+
+    // VMM -> rule -> trials that broke it.
+    let mut caught: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for r in &results {
+        let vmm = r.id.vmm.as_str();
+        caught.entry(vmm).or_default();
+        if let Verdicts::Error(e) = &r.verdicts {
+            errors.push(format!("{}: {e}", r.name()));
+        }
+        for rule in r.violations() {
+            *caught.get_mut(vmm).expect("inserted").entry(rule_id(rule)).or_default() += 1;
+        }
+    }
+    let trials_per_vmm = results.len() / names.len().max(1);
+    println!("{:<34} {}", "VMM", MEMORY_RULES.iter().map(|r| format!("{:>6}", r.id)).collect::<String>());
+    let mut ok = errors.is_empty() && leaks.is_clean();
+    for name in &names {
+        let rules = caught.get(name.as_str()).cloned().unwrap_or_default();
+        let cells: String = MEMORY_RULES
+            .iter()
+            .map(|r| match rules.get(r.id) {
+                Some(n) => format!("{n:>6}"),
+                None => format!("{:>6}", "."),
+            })
+            .collect();
+        let verdict = judge(name, &rules);
+        ok &= verdict.is_ok();
+        println!("{name:<34} {cells}   {}", verdict.unwrap_or_else(|e| e));
+    }
+    println!("\n(each cell: trials out of {trials_per_vmm} in which the rule fired)");
+    for e in &errors {
+        println!("ERROR {e}");
+    }
+    eprintln!("leak check: {leaks}");
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn rule_id(rule: &str) -> &'static str {
+    MEMORY_RULES.iter().find(|r| r.id == rule).map(|r| r.id).unwrap_or("?")
+}
+
+/// The correct refvmm must break nothing; a mutant must be caught, by its rule.
+fn judge(name: &str, rules: &BTreeMap<&str, usize>) -> Result<String, String> {
+    let Some(mutant) = name.strip_prefix("refvmm:") else {
+        return if rules.is_empty() { Ok("clean".into()) } else { Err("VIOLATIONS on the correct refvmm".into()) };
+    };
+    if rules.is_empty() {
+        return Err("NOT CAUGHT".into());
+    }
+    let expected = MUTANT_EXPECTATIONS.iter().find(|(m, _)| *m == mutant).map(|(_, r)| *r).unwrap_or(&[]);
+    let by: Vec<&str> = rules.keys().copied().collect();
+    if expected.iter().any(|e| rules.contains_key(e)) {
+        Ok(format!("caught by {}", by.join(", ")))
+    } else {
+        Err(format!("caught by {} but not by {}", by.join(", "), expected.join(" or ")))
+    }
+}
+

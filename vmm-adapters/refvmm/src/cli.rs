@@ -1,0 +1,173 @@
+//! The command line: parses refvmm's arguments into a [`Config`].
+
+use std::path::PathBuf;
+
+use crate::mutant::Mutant;
+use crate::{DEFAULT_RAM_SIZE, MIN_RAM_SIZE};
+
+/// Usage text printed with a usage error.
+pub const USAGE: &str = "usage: refvmm --qmp PATH [--incoming-cpr PATH --incoming-main PATH] \
+[--ram-size BYTES] [--private-ram] [-S] [--mutant NAME]\n       refvmm --list-mutants";
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// `--list-mutants`.
+    ListMutants,
+    /// Run a VMM.
+    Run(Config),
+}
+
+/// A VMM's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Path of the QMP server socket.
+    pub qmp: PathBuf,
+    /// Set for a target (started with `--incoming-cpr` and `--incoming-main`).
+    pub incoming: Option<Incoming>,
+    /// Guest RAM size in bytes.
+    pub ram_size: u64,
+    /// Guest RAM in an anonymous private mapping instead of a memfd.
+    pub private_ram: bool,
+    /// `-S`: do not start the vCPU (source: `prelaunch`; target: end `paused`).
+    pub no_autostart: bool,
+    /// The bug to have, if any.
+    pub mutant: Option<Mutant>,
+}
+
+/// The listening paths of a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub cpr: PathBuf,
+    pub main: PathBuf,
+}
+
+/// Parses the arguments (without the program name).
+pub fn parse(args: &[String]) -> Result<Parsed, String> {
+    let mut qmp = None;
+    let mut cpr = None;
+    let mut main = None;
+    let mut ram_size = DEFAULT_RAM_SIZE;
+    let mut private_ram = false;
+    let mut no_autostart = false;
+    let mut mutant = None;
+    let mut list = false;
+
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value")),
+            }
+        };
+        match flag {
+            "--qmp" => qmp = Some(PathBuf::from(value(flag)?)),
+            "--incoming-cpr" => cpr = Some(PathBuf::from(value(flag)?)),
+            "--incoming-main" => main = Some(PathBuf::from(value(flag)?)),
+            "--ram-size" => ram_size = parse_size(&value(flag)?)?,
+            "--mutant" => {
+                let name = value(flag)?;
+                mutant = Some(Mutant::from_name(&name).ok_or_else(|| {
+                    format!(
+                        "unknown mutant '{name}'; known: {}",
+                        Mutant::known_names()
+                    )
+                })?);
+            }
+            "--private-ram" if inline.is_none() => private_ram = true,
+            "-S" => no_autostart = true,
+            "--list-mutants" if inline.is_none() => list = true,
+            _ => return Err(format!("unknown argument '{arg}'")),
+        }
+    }
+    if list {
+        return Ok(Parsed::ListMutants);
+    }
+    let qmp = qmp.ok_or("--qmp PATH is required")?;
+    let incoming = match (cpr, main) {
+        (Some(cpr), Some(main)) => Some(Incoming { cpr, main }),
+        (None, None) => None,
+        _ => return Err("--incoming-cpr and --incoming-main go together".into()),
+    };
+    if ram_size < MIN_RAM_SIZE {
+        return Err(format!("--ram-size must be at least {MIN_RAM_SIZE} bytes"));
+    }
+    if private_ram && incoming.is_some() {
+        return Err("--private-ram cannot receive a cpr-transfer (--incoming-*)".into());
+    }
+    Ok(Parsed::Run(Config {
+        qmp,
+        incoming,
+        ram_size,
+        private_ram,
+        no_autostart,
+        mutant,
+    }))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    let size = parsed.map_err(|_| format!("bad --ram-size '{s}'"))?;
+    if usize::try_from(size).is_err() {
+        return Err(format!("--ram-size '{s}' is too large"));
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_a_target() {
+        let Parsed::Run(cfg) = parse(&args(
+            "--qmp q --incoming-cpr c --incoming-main=m --ram-size 0x10000 -S --mutant copy-ram",
+        ))
+        .unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(cfg.qmp, PathBuf::from("q"));
+        assert_eq!(
+            cfg.incoming,
+            Some(Incoming {
+                cpr: "c".into(),
+                main: "m".into()
+            })
+        );
+        assert_eq!(cfg.ram_size, 0x10000);
+        assert!(cfg.no_autostart);
+        assert_eq!(cfg.mutant, Some(Mutant::CopyRam));
+    }
+
+    #[test]
+    fn refuses_bad_usage() {
+        for bad in [
+            "",
+            "--qmp",
+            "--qmp q --incoming-cpr c",
+            "--qmp q --ram-size 12",
+            "--qmp q --ram-size x",
+            "--qmp q --mutant nope",
+            "--qmp q --bogus",
+            "--qmp q --private-ram --incoming-cpr c --incoming-main m",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(parse(&args("--list-mutants")), Ok(Parsed::ListMutants));
+    }
+}

@@ -1,0 +1,115 @@
+//! The named mutants: real bugs a VMM could have, switched on with
+//! `--mutant NAME`. The kit must catch each one by observation only.
+
+use std::fmt;
+
+/// One bug refvmm can be told to have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutant {
+    /// Source: cpr-save before source-stop (stock QEMU 10.0's order).
+    LegacyStopOrder,
+    /// Source: never resumes after a failed or cancelled transfer.
+    NoResumeOnFailure,
+    /// Source: resumes twice after a failed or cancelled transfer.
+    DoubleResume,
+    /// Source: resumes to running after a failure even when it was paused.
+    ResumeWhenPaused,
+    /// Source: reports completion without waiting for the target's `loaded`.
+    FalseCompletion,
+    /// Target: runs as soon as it has loaded the state, without waiting for `go`.
+    SplitBrainAfterCancel,
+    /// Target: copies guest RAM into a memfd of its own instead of mapping the
+    /// passed one.
+    CopyRam,
+    /// Target: always resumes to running, even when the source was paused.
+    TargetIgnoresPaused,
+}
+
+/// Every mutant: `(name, one-line description)`, in the order `--list-mutants`
+/// prints them.
+pub const MUTANTS: &[(&str, &str)] = &[
+    (
+        "legacy-stop-order",
+        "source sends the CPR state and fds before stopping the VM (stock QEMU 10.0 order)",
+    ),
+    (
+        "no-resume-on-failure",
+        "source never resumes after a failed or cancelled transfer (stays finish-migrate)",
+    ),
+    (
+        "double-resume",
+        "source resumes twice after a failed or cancelled transfer (two RESUME events)",
+    ),
+    (
+        "resume-when-paused",
+        "source resumes to running after a failed or cancelled transfer even if it was paused",
+    ),
+    (
+        "false-completion",
+        "source sends go and reports completed without waiting for the target's loaded",
+    ),
+    (
+        "split-brain-after-cancel",
+        "target runs as soon as it loaded the state, without waiting for the source's go",
+    ),
+    (
+        "copy-ram",
+        "target copies guest RAM into a fresh memfd instead of mapping the passed one in place",
+    ),
+    (
+        "target-ignores-paused",
+        "target always resumes to running, even when the source was paused",
+    ),
+];
+
+const ALL: [Mutant; 8] = [
+    Mutant::LegacyStopOrder,
+    Mutant::NoResumeOnFailure,
+    Mutant::DoubleResume,
+    Mutant::ResumeWhenPaused,
+    Mutant::FalseCompletion,
+    Mutant::SplitBrainAfterCancel,
+    Mutant::CopyRam,
+    Mutant::TargetIgnoresPaused,
+];
+
+impl Mutant {
+    /// The mutant's name on the command line.
+    pub fn name(self) -> &'static str {
+        MUTANTS[self as usize].0
+    }
+
+    /// Looks a mutant up by name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The known names, comma-separated, for error messages.
+    pub fn known_names() -> String {
+        MUTANTS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for Mutant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mutant_round_trips_by_name() {
+        assert_eq!(ALL.len(), MUTANTS.len());
+        for m in ALL {
+            assert_eq!(Mutant::from_name(m.name()), Some(m));
+        }
+        assert_eq!(Mutant::from_name("nope"), None);
+    }
+}

@@ -1,0 +1,216 @@
+//! refvmm's migration wire: the CPR message (sent with the RAM memfd over the
+//! cpr channel), the device state line, the target's `loaded` and the
+//! source's `go` (main channel), each one JSON object on one line, and a
+//! bounded line reader for them.
+//!
+//! Parsing is strict (unknown or missing members are errors), since the kit
+//! may flip bytes on a channel.
+
+use std::io::{self, BufRead, ErrorKind};
+
+use serde::{Deserialize, Serialize};
+
+/// Magic of the CPR message.
+pub const CPR_MAGIC: &str = "cprkit-cpr-1";
+/// Magic of the device state.
+pub const STATE_MAGIC: &str = "cprkit-refvmm-1";
+/// Longest line accepted on a migration channel.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// The CPR state: `{"type":"cpr-state","magic":"cprkit-cpr-1","ram_size":N}`,
+/// sent with the RAM memfd attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CprState {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub magic: String,
+    pub ram_size: u64,
+}
+
+/// The vCPU part of the device state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VcpuState {
+    pub r: u64,
+}
+
+/// The device state:
+/// `{"type":"state","magic":"cprkit-refvmm-1","running":B,"vcpu":{"r":R},"ram_size":N}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceState {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub magic: String,
+    /// Whether the source was running when `migrate` came.
+    pub running: bool,
+    pub vcpu: VcpuState,
+    pub ram_size: u64,
+}
+
+/// A bare `{"type":...}` message (`loaded`, `go`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bare {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+impl CprState {
+    pub fn new(ram_size: u64) -> Self {
+        Self {
+            kind: "cpr-state".into(),
+            magic: CPR_MAGIC.into(),
+            ram_size,
+        }
+    }
+
+    /// Parses and checks a CPR message line (without its newline).
+    pub fn parse(line: &[u8]) -> Result<Self, String> {
+        let s: Self =
+            serde_json::from_slice(line).map_err(|e| format!("bad CPR message: {e}"))?;
+        if s.kind != "cpr-state" || s.magic != CPR_MAGIC {
+            return Err(format!(
+                "not a CPR state (type '{}', magic '{}')",
+                s.kind, s.magic
+            ));
+        }
+        Ok(s)
+    }
+}
+
+impl DeviceState {
+    pub fn new(running: bool, r: u64, ram_size: u64) -> Self {
+        Self {
+            kind: "state".into(),
+            magic: STATE_MAGIC.into(),
+            running,
+            vcpu: VcpuState { r },
+            ram_size,
+        }
+    }
+
+    /// Parses and checks a device state line (without its newline).
+    pub fn parse(line: &[u8]) -> Result<Self, String> {
+        let s: Self =
+            serde_json::from_slice(line).map_err(|e| format!("bad device state: {e}"))?;
+        if s.kind != "state" || s.magic != STATE_MAGIC {
+            return Err(format!(
+                "not a refvmm device state (type '{}', magic '{}')",
+                s.kind, s.magic
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// Serialises a message as one line, with its newline.
+pub fn line<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut v = serde_json::to_vec(msg).expect("migration messages serialise");
+    v.push(b'\n');
+    v
+}
+
+/// The target's `{"type":"loaded"}` line.
+pub fn loaded_line() -> Vec<u8> {
+    line(&Bare {
+        kind: "loaded".into(),
+    })
+}
+
+/// The source's `{"type":"go"}` line.
+pub fn go_line() -> Vec<u8> {
+    line(&Bare { kind: "go".into() })
+}
+
+/// Checks that `line` is exactly the bare message `{"type":kind}`.
+pub fn expect_bare(line: &[u8], kind: &str) -> Result<(), String> {
+    match serde_json::from_slice::<Bare>(line) {
+        Ok(b) if b.kind == kind => Ok(()),
+        Ok(b) => Err(format!("expected '{kind}', got '{}'", b.kind)),
+        Err(e) => Err(format!("expected '{kind}': bad line: {e}")),
+    }
+}
+
+/// Reads one line (without its newline) of at most [`MAX_LINE`] bytes.
+/// `Ok(None)` is a clean end of stream before any byte; an end of stream in
+/// the middle of a line is an error.
+pub fn read_line<R: BufRead>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            return Err(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "end of stream in the middle of a line",
+            ));
+        }
+        let (take, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        buf.extend_from_slice(&avail[..take]);
+        r.consume(take);
+        if buf.len() > MAX_LINE + 1 {
+            return Err(io::Error::new(ErrorKind::InvalidData, "line too long"));
+        }
+        if done {
+            buf.pop();
+            return Ok(Some(buf));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_have_the_contract_shape() {
+        assert_eq!(
+            line(&CprState::new(4096)),
+            b"{\"type\":\"cpr-state\",\"magic\":\"cprkit-cpr-1\",\"ram_size\":4096}\n"
+        );
+        assert_eq!(
+            line(&DeviceState::new(true, 9, 4096)),
+            b"{\"type\":\"state\",\"magic\":\"cprkit-refvmm-1\",\"running\":true,\"vcpu\":{\"r\":9},\"ram_size\":4096}\n"
+        );
+        assert_eq!(loaded_line(), b"{\"type\":\"loaded\"}\n");
+        assert_eq!(go_line(), b"{\"type\":\"go\"}\n");
+    }
+
+    #[test]
+    fn strict_parsing_rejects_flipped_bytes() {
+        let good = line(&DeviceState::new(false, 12, 8192));
+        let good = &good[..good.len() - 1];
+        assert_eq!(
+            DeviceState::parse(good).unwrap(),
+            DeviceState::new(false, 12, 8192)
+        );
+        for i in 0..good.len() {
+            let mut bad = good.to_vec();
+            bad[i] ^= 0xff;
+            assert!(DeviceState::parse(&bad).is_err(), "flip at {i}");
+        }
+        assert!(expect_bare(b"{\"type\":\"go\"}", "go").is_ok());
+        assert!(expect_bare(b"{\"type\":\"go\",\"x\":1}", "go").is_err());
+        assert!(expect_bare(b"{\"type\":\"loaded\"}", "go").is_err());
+    }
+
+    #[test]
+    fn read_line_distinguishes_eof_and_truncation() {
+        let mut r = io::Cursor::new(b"a\nbc".to_vec());
+        assert_eq!(read_line(&mut r).unwrap(), Some(b"a".to_vec()));
+        assert!(read_line(&mut r).is_err());
+        let mut r = io::Cursor::new(Vec::new());
+        assert_eq!(read_line(&mut r).unwrap(), None);
+    }
+}

@@ -1,0 +1,231 @@
+//! The target side of cpr-transfer: target-listen (the CPR state and the RAM
+//! memfd over the cpr channel, before any monitor), target-init (map the
+//! passed memfd in place, start the monitor, listen on the main channel, then
+//! signal readiness by shutting down our write side of the cpr channel),
+//! main-stream (load the device state, answer `loaded`) and target-resume (on
+//! the source's `go` only). Any failure before `go` ends the process with
+//! status 1: a target that did not get `go` never runs.
+
+use std::io::{BufReader, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use sendfd::RecvWithFd;
+
+use crate::cli::{Config, Incoming};
+use crate::listen::Listener;
+use crate::log::{self, Role};
+use crate::mutant::Mutant;
+use crate::proto::{self, CprState, DeviceState};
+use crate::ram::GuestRam;
+use crate::runstate::RunState;
+use crate::vm::{Vm, VmState};
+
+/// Logs why the incoming migration failed and exits with status 1.
+fn die(msg: impl std::fmt::Display) -> ! {
+    crate::log!("incoming migration failed: {msg}; exiting");
+    log::exit(1)
+}
+
+/// Runs a target: receives the VM, then serves QMP until `quit`.
+pub fn run(cfg: &Config, inc: &Incoming) -> ! {
+    log::set_role(Role::Target);
+    if let Some(m) = cfg.mutant {
+        crate::log!("boot: mutant {m}");
+    }
+
+    // target-listen: no monitor yet.
+    crate::log!("step target-listen on {}", inc.cpr.display());
+    let listener = Listener::bind(&inc.cpr)
+        .unwrap_or_else(|e| die(format!("cpr socket {}: {e}", inc.cpr.display())));
+    let cpr = listener
+        .accept_once()
+        .unwrap_or_else(|e| die(format!("accepting the cpr channel: {e}")));
+    crate::log!("target-listen: cpr channel accepted");
+    let (msg, fds) = recv_cpr(&cpr).unwrap_or_else(|e| die(e));
+    let cpr_state = CprState::parse(&msg).unwrap_or_else(|e| die(e));
+    if cpr_state.ram_size != cfg.ram_size {
+        die(format!(
+            "the CPR state has {} bytes of RAM, this VM has {}",
+            cpr_state.ram_size, cfg.ram_size
+        ));
+    }
+    let nfds = fds.len();
+    let Some(ram_fd) = fds.into_iter().next() else {
+        die("the CPR state came without the RAM fd")
+    };
+    crate::log!("target-listen: CPR state received with {nfds} fd(s)");
+
+    // target-init.
+    crate::log!("step target-init");
+    let ram = if cfg.mutant == Some(Mutant::CopyRam) {
+        crate::log!("target-init: copying guest RAM (mutant copy-ram)");
+        GuestRam::copied_from_received_fd(ram_fd, cfg.ram_size)
+    } else {
+        GuestRam::from_received_fd(ram_fd, cfg.ram_size)
+    }
+    .unwrap_or_else(|e| die(format!("mapping guest RAM: {e:#}")));
+    crate::log!("target-init: guest RAM mapped (counter {})", ram.counter());
+    let vm = Arc::new(Vm::new(
+        ram,
+        RunState::InMigrate,
+        !cfg.no_autostart,
+        cfg.mutant,
+    ));
+    if let Err(e) = crate::monitor::start(&cfg.qmp, Arc::clone(&vm)) {
+        die(format!("QMP socket {}: {e}", cfg.qmp.display()));
+    }
+    crate::log!("target-init: QMP monitor on {}", cfg.qmp.display());
+    let main_listener = Listener::bind(&inc.main)
+        .unwrap_or_else(|e| die(format!("main socket {}: {e}", inc.main.display())));
+    if let Err(e) = cpr.shutdown(Shutdown::Write) {
+        die(format!("signalling readiness on the cpr channel: {e}"));
+    }
+    crate::log!(
+        "target-init: ready (cpr channel half-closed), listening on {}",
+        inc.main.display()
+    );
+
+    // main-stream.
+    let main = wait_main(main_listener, &cpr);
+    crate::log!("step main-stream: main channel accepted");
+    let mut reader = BufReader::new(&main);
+    let line = match proto::read_line(&mut reader) {
+        Ok(Some(line)) => line,
+        Ok(None) => die("the main channel closed before the device state"),
+        Err(e) => die(format!("reading the device state: {e}")),
+    };
+    let state = DeviceState::parse(&line).unwrap_or_else(|e| die(e));
+    if state.ram_size != cfg.ram_size {
+        die(format!(
+            "the device state has {} bytes of RAM, this VM has {}",
+            state.ram_size, cfg.ram_size
+        ));
+    }
+    let counter = vm.ram.counter();
+    if counter != state.vcpu.r {
+        die(format!(
+            "the device state (r={}) does not match guest RAM (counter {counter})",
+            state.vcpu.r
+        ));
+    }
+    vm.vcpu.set_r(state.vcpu.r);
+    if let Err(e) = (&main).write_all(&proto::loaded_line()) {
+        die(format!("writing loaded: {e}"));
+    }
+    crate::log!(
+        "main-stream: device state loaded (r={}, source was {})",
+        state.vcpu.r,
+        if state.running { "running" } else { "not running" }
+    );
+
+    let early = vm.has(Mutant::SplitBrainAfterCancel);
+    if early {
+        crate::log!("target-resume: not waiting for go (mutant split-brain-after-cancel)");
+        target_resume(&vm, &mut vm.lock(), state.running);
+    }
+    let go = match proto::read_line(&mut reader) {
+        Ok(Some(line)) => proto::expect_bare(&line, "go"),
+        Ok(None) => Err("the main channel closed before go".into()),
+        Err(e) => Err(format!("reading go: {e}")),
+    };
+    match go {
+        Ok(()) => crate::log!("main-stream: go"),
+        Err(e) if early => crate::log!("main-stream: no go ({e}); running anyway"),
+        Err(e) => die(format!("the source did not commit: {e}")),
+    }
+    if !early {
+        target_resume(&vm, &mut vm.lock(), state.running);
+    }
+    drop(reader);
+    drop(main);
+    drop(cpr);
+    loop {
+        std::thread::park();
+    }
+}
+
+/// target-resume: runs the VM if the source was running (and `-S` or a
+/// `stop` did not say otherwise), else ends `paused`.
+fn target_resume(vm: &Vm, st: &mut VmState, source_running: bool) {
+    crate::log!("step target-resume");
+    let run = (source_running && st.autostart) || vm.has(Mutant::TargetIgnoresPaused);
+    if run {
+        vm.start(st);
+    } else {
+        st.runstate = RunState::Paused;
+        crate::log!("target-resume: paused");
+    }
+}
+
+/// Reads the CPR message: bytes up to a newline, with every fd that came
+/// along (in any segment).
+fn recv_cpr(sock: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+    let mut bytes = Vec::new();
+    let mut fds = Vec::new();
+    loop {
+        let mut buf = [0u8; 4096];
+        let mut fd_buf = [-1; 16];
+        let (n, nfd) = match sock.recv_with_fd(&mut buf, &mut fd_buf) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading the CPR state: {e}")),
+        };
+        for &fd in &fd_buf[..nfd] {
+            // SAFETY: the kernel just installed this fd for us; nothing else owns it.
+            fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        if n == 0 {
+            return Err("the cpr channel closed before the CPR state was complete".into());
+        }
+        bytes.extend_from_slice(&buf[..n]);
+        if let Some(i) = bytes.iter().position(|&b| b == b'\n') {
+            if i + 1 != bytes.len() {
+                return Err("unexpected bytes after the CPR state".into());
+            }
+            bytes.truncate(i);
+            return Ok((bytes, fds));
+        }
+        if bytes.len() > proto::MAX_LINE {
+            return Err("the CPR state is too long".into());
+        }
+    }
+}
+
+/// Waits for the source's main connection; the source closing the cpr
+/// channel first means it went away.
+fn wait_main(listener: Listener, cpr: &UnixStream) -> UnixStream {
+    loop {
+        let (main_ready, cpr_ready) = {
+            let mut fds = [
+                PollFd::new(listener.listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(cpr.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => die(format!("poll: {e}")),
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if main_ready {
+            return listener
+                .accept_once()
+                .unwrap_or_else(|e| die(format!("accepting the main channel: {e}")));
+        }
+        if cpr_ready {
+            let mut b = [0u8; 64];
+            match (&*cpr).read(&mut b) {
+                Ok(0) => die("the source closed the cpr channel before connecting the main channel"),
+                Ok(n) => die(format!("{n} unexpected bytes on the cpr channel")),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => die(format!("cpr channel: {e}")),
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The VM: its runstate, RAM and vCPU, and the transitions between runstates
+//! with their events. One lock (the VM state) orders every transition, every
+//! event and every QMP reply: whoever changes the state holds it while
+//! emitting the matching event, and the monitor holds it from a command's
+//! start until its reply is written.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+
+use crate::migration::{MigrationRecord, MigrationStatus, OutgoingCtl};
+use crate::mutant::Mutant;
+use crate::outbox::Outbox;
+use crate::ram::GuestRam;
+use crate::runstate::RunState;
+use crate::vcpu::Vcpu;
+
+/// Everything about the VM that changes, under one lock.
+#[derive(Debug)]
+pub struct VmState {
+    pub runstate: RunState,
+    /// Whether a target runs once the incoming migration is done (false with
+    /// `-S` or after a `stop` in `inmigrate`, as in QEMU).
+    pub autostart: bool,
+    /// The `events` migration capability.
+    pub events_cap: bool,
+    /// The `mode` migration parameter.
+    pub mode: String,
+    /// What `query-migrate` reports.
+    pub migration: MigrationRecord,
+    /// The outgoing migration in progress, if any.
+    pub outgoing: Option<OutgoingCtl>,
+}
+
+/// The VM.
+#[derive(Debug)]
+pub struct Vm {
+    state: Mutex<VmState>,
+    pub outbox: Outbox,
+    pub ram: Arc<GuestRam>,
+    pub vcpu: Vcpu,
+    pub mutant: Option<Mutant>,
+}
+
+impl Vm {
+    /// A VM in `runstate` on `ram`, vCPU parked with register `r`.
+    pub fn new(ram: GuestRam, runstate: RunState, autostart: bool, mutant: Option<Mutant>) -> Self {
+        let ram = Arc::new(ram);
+        Self {
+            state: Mutex::new(VmState {
+                runstate,
+                autostart,
+                events_cap: false,
+                mode: "normal".into(),
+                migration: MigrationRecord::default(),
+                outgoing: None,
+            }),
+            outbox: Outbox::default(),
+            vcpu: Vcpu::new(Arc::clone(&ram), 0),
+            ram,
+            mutant,
+        }
+    }
+
+    /// Takes the VM state lock.
+    pub fn lock(&self) -> MutexGuard<'_, VmState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the mutant `m` is on.
+    pub fn has(&self, m: Mutant) -> bool {
+        self.mutant == Some(m)
+    }
+
+    /// `stop`: a running VM becomes `paused` (STOP event); other runstates
+    /// stay as they are.
+    pub fn stop(&self, st: &mut VmState) {
+        if st.runstate == RunState::Running {
+            self.vcpu.stop();
+            st.runstate = RunState::Paused;
+            crate::log!("vm: stopped (paused)");
+            self.outbox.event("STOP", Value::Null);
+        }
+    }
+
+    /// QEMU's vm_stop_force_state: stops the vCPU if it runs (STOP event) and
+    /// sets `state` in any case.
+    pub fn stop_force_state(&self, st: &mut VmState, state: RunState) {
+        let was_running = st.runstate == RunState::Running;
+        if was_running {
+            self.vcpu.stop();
+        }
+        st.runstate = state;
+        crate::log!("vm: stopped ({state})");
+        if was_running {
+            self.outbox.event("STOP", Value::Null);
+        }
+    }
+
+    /// Starts the vCPU, runstate `running`, RESUME event.
+    pub fn start(&self, st: &mut VmState) {
+        self.vcpu.start();
+        st.runstate = RunState::Running;
+        crate::log!("vm: running (r={})", self.vcpu.r());
+        self.outbox.event("RESUME", Value::Null);
+    }
+
+    /// Sets the outgoing migration's status and emits the MIGRATION event if
+    /// the `events` capability is on.
+    pub fn set_migration_status(&self, st: &mut VmState, status: MigrationStatus) {
+        st.migration.status = Some(status);
+        crate::log!("migration: status {}", status.as_str());
+        if st.events_cap {
+            self.outbox
+                .event("MIGRATION", json!({ "status": status.as_str() }));
+        }
+    }
+}

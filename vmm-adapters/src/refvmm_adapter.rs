@@ -1,0 +1,129 @@
+//! The adapter for refvmm, the kit's reference VMM: where its binary is, its
+//! command lines, where its guest keeps the counter, and its mutants with the
+//! rules the kit's self-test expects to catch each of them.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use cprkit_harness::adapter::{Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, Monitor, RecordRing};
+use cprkit_harness::qmp_monitor::QmpMonitor;
+
+use crate::VmmError;
+
+/// Guest RAM given to refvmm: small, since nothing copies it.
+const RAM_SIZE: u64 = 2 * 1024 * 1024;
+
+/// The rules the self-test expects to catch each mutant (at least one of them
+/// must fire somewhere in the matrix). The verdicts themselves come from
+/// observation only; this table only checks the kit's own checks.
+pub const MUTANT_EXPECTATIONS: &[(&str, &[&str])] = &[
+    ("legacy-stop-order", &["ORD-1"]),
+    ("no-resume-on-failure", &["FAIL-1"]),
+    ("double-resume", &["FAIL-2"]),
+    ("resume-when-paused", &["FAIL-1", "FAIL-2"]),
+    ("false-completion", &["DONE-2"]),
+    ("split-brain-after-cancel", &["FAIL-3"]),
+    ("copy-ram", &["MEM-1"]),
+    ("target-ignores-paused", &["DONE-1"]),
+];
+
+/// refvmm, correct or with one mutant.
+pub struct RefVmm {
+    name: String,
+    mutant: Option<String>,
+    binary: PathBuf,
+}
+
+/// Where the refvmm binary is: $CPRKIT_REFVMM, else beside the running program
+/// (target/<profile>/), or one level up (a test binary in target/<profile>/deps/).
+pub fn refvmm_binary() -> Result<PathBuf, VmmError> {
+    if let Some(p) = std::env::var_os("CPRKIT_REFVMM") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| VmmError::Environment(format!("current_exe: {e}")))?;
+    let mut dir = exe.parent().map(PathBuf::from);
+    for _ in 0..2 {
+        let Some(d) = dir else { break };
+        let cand = d.join("refvmm");
+        if cand.is_file() {
+            return Ok(cand);
+        }
+        dir = d.parent().map(PathBuf::from);
+    }
+    Err(VmmError::Environment(
+        "refvmm binary not found beside this program: build it with `cargo build --bins` or set CPRKIT_REFVMM".into(),
+    ))
+}
+
+impl RefVmm {
+    pub fn new(mutant: Option<&str>) -> Result<Self, VmmError> {
+        if let Some(m) = mutant
+            && !refvmm::MUTANTS.iter().any(|(n, _)| *n == m)
+        {
+            let known = refvmm::MUTANTS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+            return Err(VmmError::UnknownMutant { name: m.to_string(), known });
+        }
+        let name = match mutant {
+            Some(m) => format!("refvmm:{m}"),
+            None => "refvmm".to_string(),
+        };
+        Ok(RefVmm { name, mutant: mutant.map(str::to_string), binary: refvmm_binary()? })
+    }
+
+    /// Every mutant refvmm has, with its description.
+    pub fn mutants() -> &'static [(&'static str, &'static str)] {
+        refvmm::MUTANTS
+    }
+}
+
+impl Adapter for RefVmm {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn command(&self, spec: &LaunchSpec) -> Result<Command, AdapterError> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--qmp").arg(&spec.monitor).arg("--ram-size").arg(RAM_SIZE.to_string());
+        if let Some(inc) = &spec.incoming {
+            cmd.arg("--incoming-cpr").arg(&inc.cpr).arg("--incoming-main").arg(&inc.main);
+        }
+        if !spec.shared_ram {
+            cmd.arg("--private-ram");
+        }
+        if let Some(m) = &self.mutant {
+            cmd.arg("--mutant").arg(m);
+        }
+        Ok(cmd)
+    }
+
+    fn guest_probe(&self) -> GuestProbe {
+        GuestProbe {
+            ram_memfd_name: refvmm::RAM_MEMFD_NAME.to_string(),
+            counter_offset: refvmm::COUNTER_OFFSET as u64,
+            counter_width: 8,
+            ring: Some(RecordRing {
+                offset: refvmm::RING_OFFSET as u64,
+                entries: refvmm::RING_ENTRIES,
+                check: refvmm::RING_CHECK,
+            }),
+        }
+    }
+
+    fn connect(&self, spec: &LaunchSpec, deadline: Instant, events: EventSink) -> Result<Box<dyn Monitor>, AdapterError> {
+        Ok(Box::new(QmpMonitor::connect(&spec.monitor, deadline, events)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_mutant_has_an_expectation_and_back() {
+        for (m, _) in refvmm::MUTANTS {
+            assert!(super::MUTANT_EXPECTATIONS.iter().any(|(n, _)| n == m), "{m} has no expected rule");
+        }
+        for (m, _) in super::MUTANT_EXPECTATIONS {
+            assert!(refvmm::MUTANTS.iter().any(|(n, _)| n == m), "{m} is no refvmm mutant");
+        }
+    }
+}
