@@ -16,6 +16,12 @@
 //!
 //! Each point is held once. Holding a channel, never a timer, is what makes the
 //! fault points exact.
+//!
+//! On the cpr channel the source's EOF reaches the target only after the
+//! target's own EOF has been held and released (target-init): a source that
+//! goes away early (cancelled, failed) is then seen by the target after the kit
+//! has looked at it at target-init, never racing that look. A target that never
+//! closes gets the source's EOF after [`EOF_ORDER_BOUND`].
 
 use std::io::{self, Write};
 use std::net::Shutdown;
@@ -24,7 +30,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use sendfd::{RecvWithFd, SendWithFd};
@@ -101,6 +109,8 @@ pub struct Traffic {
     pub cpr_fds: AtomicU64,
     pub main_bytes_to_target: AtomicU64,
     pub main_bytes_to_source: AtomicU64,
+    /// The interposer reached the target's cpr socket.
+    pub target_contacted: AtomicBool,
 }
 
 struct Shared {
@@ -200,7 +210,10 @@ fn accept_loop(listener: UnixListener, route: Route, shared: Arc<Shared>) {
             }
         };
         shared.timeline.record(actor, What::Channel("connected to target".into()));
-        let pair = Arc::new(Pair { front, back, closed: AtomicBool::new(false) });
+        if route.chan == Chan::Cpr {
+            shared.traffic.target_contacted.store(true, Ordering::SeqCst);
+        }
+        let pair = Arc::new(Pair { front, back, closed: AtomicBool::new(false), target_done: Default::default() });
         for dir in [Dir::ToTarget, Dir::ToSource] {
             let pair = Arc::clone(&pair);
             let shared = Arc::clone(&shared);
@@ -223,6 +236,8 @@ struct Pair {
     front: UnixStream,
     back: UnixStream,
     closed: AtomicBool,
+    /// The target's side has ended (its EOF released, or its pump gone).
+    target_done: (Mutex<bool>, Condvar),
 }
 
 impl Pair {
@@ -242,6 +257,24 @@ impl Pair {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    fn set_target_done(&self) {
+        *self.target_done.0.lock().expect("pair lock") = true;
+        self.target_done.1.notify_all();
+    }
+
+    /// Waits (bounded) until the target's side has ended or the pair is closed.
+    fn wait_target_done(&self) {
+        let deadline = Instant::now() + EOF_ORDER_BOUND;
+        let mut done = self.target_done.0.lock().expect("pair lock");
+        while !*done && !self.is_closed() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            done = self.target_done.1.wait_timeout(done, left.min(Duration::from_millis(20))).expect("pair lock").0;
+        }
     }
 }
 
@@ -264,7 +297,17 @@ fn hold(shared: &Shared, step: Step, chan: Chan, dir: Dir, bytes: usize, fds: us
 
 const MAX_FDS: usize = 64;
 
+/// How long the source's cpr EOF waits for the target's own EOF at most.
+pub const EOF_ORDER_BOUND: Duration = Duration::from_secs(2);
+
 fn pump(chan: Chan, dir: Dir, pair: Arc<Pair>, shared: Arc<Shared>) {
+    pump_until_eof(chan, dir, &pair, &shared);
+    if dir == Dir::ToSource {
+        pair.set_target_done();
+    }
+}
+
+fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
     let actor = chan.actor();
     let (from, to) = pair.ends(dir);
     let (from_name, to_name) = match dir {
@@ -300,6 +343,9 @@ fn pump(chan: Chan, dir: Dir, pair: Arc<Pair>, shared: Arc<Shared>) {
                 if apply_close(d, &pair, &shared, actor) {
                     break;
                 }
+            }
+            if chan == Chan::Cpr && dir == Dir::ToTarget {
+                pair.wait_target_done();
             }
             if !pair.is_closed() {
                 let _ = to.shutdown(Shutdown::Write);

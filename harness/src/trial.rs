@@ -368,6 +368,7 @@ impl<'a> Controller<'a> {
     }
 
     /// Takes the next signal, deferred ones first; `None` once `deadline` passes.
+    /// With `holds_ok` false, holds are kept for later (the kit is inside one).
     fn next_signal(&mut self, deadline: Instant, holds_ok: bool) -> Option<Signal> {
         if holds_ok && let Some(s) = self.deferred.pop_front() {
             return Some(s);
@@ -377,16 +378,31 @@ impl<'a> Controller<'a> {
             if left.is_zero() {
                 return None;
             }
-            match self.rx.recv_timeout(left.min(Duration::from_millis(50))) {
+            match self.rx.recv_timeout(left) {
                 Ok(Signal::Hold(h, r)) if !holds_ok => self.deferred.push_back(Signal::Hold(h, r)),
                 Ok(s) => return Some(s),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // Polling backs up the events, for a VMM that sends none.
-                    if self.source_terminal_polled() {
-                        return None;
-                    }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Serves signals (answers holds, notes events) until `done` or `deadline`.
+    fn serve_until(&mut self, deadline: Instant, mut done: impl FnMut(&mut Self) -> bool) -> bool {
+        loop {
+            if done(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let tick = (Instant::now() + Duration::from_millis(5)).min(deadline);
+            match self.next_signal(tick, true) {
+                Some(Signal::Hold(h, reply)) => {
+                    let d = self.on_hold(h);
+                    let _ = reply.send(d);
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Some(s) => self.note(&s),
+                None => {}
             }
         }
     }
@@ -443,6 +459,7 @@ impl<'a> Controller<'a> {
                     let _ = reply.send(d);
                 }
                 Some(s) => self.note(&s),
+                // Polling backs up the events, for a VMM that sends none.
                 None => {
                     let _ = self.source_terminal_polled();
                 }
@@ -540,10 +557,10 @@ impl<'a> Controller<'a> {
             _ => None,
         };
         let deadline = Instant::now() + self.spec.settle;
-        while !self.source_terminal() && self.alive(Role::Source) {
-            match self.next_signal(deadline, false) {
-                Some(s) => self.note(&s),
-                None => break,
+        while !self.source_terminal_polled() && self.alive(Role::Source) && Instant::now() < deadline {
+            let tick = (Instant::now() + Duration::from_millis(20)).min(deadline);
+            if let Some(s) = self.next_signal(tick, false) {
+                self.note(&s);
             }
         }
         let ended = self.source_terminal().then(|| self.source_status.clone()).flatten();
@@ -585,46 +602,46 @@ impl<'a> Controller<'a> {
         self.record.target_init = Some(TargetInit { at, monitor: connected, mapped_inodes });
     }
 
-    /// After the migration: bounded waits for each side to reach where it should.
+    /// After the migration: bounded waits for each side to reach where it
+    /// should, serving any hold that still comes.
     fn settle(&mut self) {
         let completed = self.source_status.as_deref() == Some("completed");
         let prior = self.record.prior.clone();
+        let deadline = Instant::now() + self.spec.settle;
         if completed {
             // The target should reach the source's prior runstate.
             if self.target.as_ref().is_some_and(|t| t.monitor.is_none() && t.proc.is_alive()) {
-                let deadline = Instant::now() + self.spec.settle;
                 let t = self.target.as_ref().expect("checked");
                 if let Ok(m) = self.connect(t, deadline) {
                     self.target.as_mut().expect("checked").monitor = Some(m);
                 }
             }
-            self.wait_runstate(Role::Target, &prior);
+            self.serve_until(deadline, |c| !c.alive(Role::Target) || c.runstate_is(Role::Target, &prior));
         } else if self.record.migrate == MigrateReply::Accepted {
-            self.wait_runstate(Role::Source, &prior);
-            let reached_target = self.record.cutover.as_ref().is_some_and(|c| c.forwarded);
-            if reached_target && let Some(t) = &self.target {
-                t.proc.wait_exit(self.spec.settle);
+            self.serve_until(deadline, |c| !c.alive(Role::Source) || c.runstate_is(Role::Source, &prior));
+            // A target the transfer reached must end by itself; one never
+            // contacted may wait on (the kit stops it).
+            let contacted = self
+                .interposer
+                .as_ref()
+                .is_some_and(|i| i.traffic().target_contacted.load(std::sync::atomic::Ordering::SeqCst));
+            if contacted {
+                self.serve_until(deadline, |c| !c.alive(Role::Target));
             }
         }
-        // Final readings.
         self.barrier_point_final();
     }
 
-    /// Polls a side's runstate until it is `want`, at most the settle bound.
-    fn wait_runstate(&mut self, role: Role, want: &str) {
-        let deadline = Instant::now() + self.spec.settle;
-        while Instant::now() < deadline && self.alive(role) {
-            let side = match role {
-                Role::Source => self.source.as_mut(),
-                Role::Target => self.target.as_mut(),
-            };
-            let Some(mon) = side.and_then(|s| s.monitor.as_mut()) else { return };
-            match mon.runstate() {
-                Ok(rs) if rs == want => return,
-                Ok(_) => std::thread::sleep(Duration::from_millis(5)),
-                Err(_) => return,
-            }
+    /// Whether a side answers that it is in runstate `want` (false if it cannot answer).
+    fn runstate_is(&mut self, role: Role, want: &str) -> bool {
+        if !self.alive(role) {
+            return false;
         }
+        let side = match role {
+            Role::Source => self.source.as_mut(),
+            Role::Target => self.target.as_mut(),
+        };
+        side.and_then(|s| s.monitor.as_mut()).is_some_and(|m| m.runstate().is_ok_and(|rs| rs == want))
     }
 
     fn barrier_point_final(&mut self) {
@@ -689,16 +706,17 @@ impl<'a> Controller<'a> {
                 }
             }
         }
-        if let Some(mut i) = self.interposer.take() {
-            i.stop();
-        }
-        // Answer any hold still waiting, so no interposer thread is left blocked.
-        while let Ok(s) = self.rx.try_recv() {
+        // Release every hold still waiting: the deferred ones are answered, and
+        // dropping the receiver answers those in flight (and any later one).
+        for s in self.deferred.drain(..) {
             if let Signal::Hold(_, r) = s {
                 let _ = r.send(Directive::Close);
             }
         }
-        self.deferred.clear();
+        drop(std::mem::replace(&mut self.rx, mpsc::channel().1));
+        if let Some(mut i) = self.interposer.take() {
+            i.stop();
+        }
         self.source = None;
         self.target = None;
         self.record.timeline = self.timeline.entries();

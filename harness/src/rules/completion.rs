@@ -1,6 +1,6 @@
 //! DONE-1 and DONE-2: what a completed transfer must leave behind.
 
-use super::Verdict;
+use super::{Verdict, ms};
 use crate::record::TrialRecord;
 use crate::timeline::Actor;
 
@@ -35,7 +35,7 @@ pub fn done2(r: &TrialRecord) -> Verdict {
         && done_at.is_none_or(|d| at <= d)
     {
         return Verdict::fail(ID, format!("the source reported completion, but the target had {x}"))
-            .with_detail(format!("target ended at +{at:?}, completion at +{done_at:?}"));
+            .with_detail(format!("target ended at {}, completion at {}", ms(at), done_at.map(ms).unwrap_or_else(|| "?".into())));
     }
     match r.target.runstate.as_deref() {
         Some("running" | "paused") => Verdict::pass(ID, "the target had loaded the state and was alive"),

@@ -1,6 +1,6 @@
 //! FAIL-1 to FAIL-4: what a failed or cancelled transfer must leave behind.
 
-use super::Verdict;
+use super::{Verdict, ms};
 use crate::adapter::{Role, VmEvent};
 use crate::record::TrialRecord;
 use crate::timeline::{Actor, What};
@@ -86,7 +86,7 @@ pub fn fail3(r: &TrialRecord) -> Verdict {
             } else {
                 "both VMs ran: the target resumed while the source was running"
             };
-            return Verdict::fail(ID, why).with_detail(format!("at +{:?}", e.at));
+            return Verdict::fail(ID, why).with_detail(format!("at {}", ms(e.at)));
         }
     }
     let end_both = r.source.runstate.as_deref() == Some("running") && r.target.runstate.as_deref() == Some("running");

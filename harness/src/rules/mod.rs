@@ -61,6 +61,11 @@ impl Verdict {
     }
 }
 
+/// A time since the trial's start, for details: `+12.3 ms`.
+pub(crate) fn ms(d: std::time::Duration) -> String {
+    format!("+{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
 /// A rule of the contract.
 pub struct Rule {
     pub id: &'static str,

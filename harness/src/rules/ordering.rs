@@ -1,6 +1,6 @@
 //! ORD-1: the source is stopped when the first CPR fd crosses.
 
-use super::Verdict;
+use super::{Verdict, ms};
 use crate::record::TrialRecord;
 
 /// Judged at the cut-over hold: the source's runstate while the fds were held,
@@ -13,8 +13,8 @@ pub fn ord1(r: &TrialRecord) -> Verdict {
     let runstate = c.source_runstate.as_deref().unwrap_or("unknown");
     let moved = c.counter.is_some_and(|(a, b)| b != a);
     let detail = match c.counter {
-        Some((a, b)) => format!("at +{:?}: source runstate {runstate}, guest counter {a} -> {b} during the hold", c.at),
-        None => format!("at +{:?}: source runstate {runstate}", c.at),
+        Some((a, b)) => format!("at {}: source runstate {runstate}, guest counter {a} -> {b} during the hold", ms(c.at)),
+        None => format!("at {}: source runstate {runstate}", ms(c.at)),
     };
     if runstate == "running" || moved {
         let mut why = format!("source runstate `{runstate}` when the first fd crossed");

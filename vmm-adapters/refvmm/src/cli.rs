@@ -76,10 +76,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             "--mutant" => {
                 let name = value(flag)?;
                 mutant = Some(Mutant::from_name(&name).ok_or_else(|| {
-                    format!(
-                        "unknown mutant '{name}'; known: {}",
-                        Mutant::known_names()
-                    )
+                    format!("unknown mutant '{name}'; known: {}", Mutant::known_names())
                 })?);
             }
             "--private-ram" if inline.is_none() => private_ram = true,

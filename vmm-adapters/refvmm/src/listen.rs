@@ -37,6 +37,7 @@ impl Listener {
             }
         };
         let _ = std::fs::remove_file(&self.path);
+        crate::log::forget_unlink(&self.path);
         Ok(stream)
     }
 }

@@ -47,10 +47,16 @@ macro_rules! log {
 
 /// Remembers a socket path this process created, to unlink it at exit.
 pub fn unlink_at_exit(path: PathBuf) {
+    CLEANUP.lock().unwrap_or_else(|p| p.into_inner()).push(path);
+}
+
+/// Forgets a path registered with [`unlink_at_exit`] (it was unlinked
+/// already, and the name may be reused by another process).
+pub fn forget_unlink(path: &std::path::Path) {
     CLEANUP
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push(path);
+        .retain(|p| p != path);
 }
 
 /// Unlinks the socket paths registered with [`unlink_at_exit`] (those that

@@ -145,7 +145,10 @@ mod tests {
         assert_eq!(r.to_json(), json!({}));
         r.status = Some(MigrationStatus::Failed);
         r.error_desc = Some("boom".into());
-        assert_eq!(r.to_json(), json!({"status": "failed", "error-desc": "boom"}));
+        assert_eq!(
+            r.to_json(),
+            json!({"status": "failed", "error-desc": "boom"})
+        );
         r.status = Some(MigrationStatus::Completed);
         r.total_time = Some(Duration::from_millis(12));
         r.downtime = Some(Duration::from_millis(3));

@@ -68,8 +68,7 @@ impl CprState {
 
     /// Parses and checks a CPR message line (without its newline).
     pub fn parse(line: &[u8]) -> Result<Self, String> {
-        let s: Self =
-            serde_json::from_slice(line).map_err(|e| format!("bad CPR message: {e}"))?;
+        let s: Self = serde_json::from_slice(line).map_err(|e| format!("bad CPR message: {e}"))?;
         if s.kind != "cpr-state" || s.magic != CPR_MAGIC {
             return Err(format!(
                 "not a CPR state (type '{}', magic '{}')",
@@ -93,8 +92,7 @@ impl DeviceState {
 
     /// Parses and checks a device state line (without its newline).
     pub fn parse(line: &[u8]) -> Result<Self, String> {
-        let s: Self =
-            serde_json::from_slice(line).map_err(|e| format!("bad device state: {e}"))?;
+        let s: Self = serde_json::from_slice(line).map_err(|e| format!("bad device state: {e}"))?;
         if s.kind != "state" || s.magic != STATE_MAGIC {
             return Err(format!(
                 "not a refvmm device state (type '{}', magic '{}')",
@@ -135,7 +133,10 @@ pub fn expect_bare(line: &[u8], kind: &str) -> Result<(), String> {
 
 /// Reads one line (without its newline) of at most [`MAX_LINE`] bytes.
 /// `Ok(None)` is a clean end of stream before any byte; an end of stream in
-/// the middle of a line is an error.
+/// the middle of a line is an error. Every message is a JSON object in
+/// printable ASCII, so a line is refused at its first byte that cannot belong
+/// to one (as QEMU checks a stream's magic first): damaged framing fails at
+/// once instead of waiting for a newline that will never come.
 pub fn read_line<R: BufRead>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::new();
     loop {
@@ -157,6 +158,13 @@ pub fn read_line<R: BufRead>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
             Some(i) => (i + 1, true),
             None => (avail.len(), false),
         };
+        let body = &avail[..if done { take - 1 } else { take }];
+        if buf.is_empty() && body.first().is_some_and(|&b| b != b'{') {
+            return Err(io::Error::new(ErrorKind::InvalidData, format!("not a message: first byte {:#04x}", body[0])));
+        }
+        if let Some(&bad) = body.iter().find(|&&b| !(b' '..=b'~').contains(&b)) {
+            return Err(io::Error::new(ErrorKind::InvalidData, format!("not a message: byte {bad:#04x}")));
+        }
         buf.extend_from_slice(&avail[..take]);
         r.consume(take);
         if buf.len() > MAX_LINE + 1 {
@@ -203,6 +211,15 @@ mod tests {
         assert!(expect_bare(b"{\"type\":\"go\"}", "go").is_ok());
         assert!(expect_bare(b"{\"type\":\"go\",\"x\":1}", "go").is_err());
         assert!(expect_bare(b"{\"type\":\"loaded\"}", "go").is_err());
+    }
+
+    #[test]
+    fn read_line_refuses_damaged_framing_without_waiting_for_a_newline() {
+        let flipped: Vec<u8> = b"{\"type\":\"go\"}".iter().map(|b| b ^ 0xff).collect();
+        let mut r = io::BufReader::new(&flipped[..]);
+        assert_eq!(read_line(&mut r).unwrap_err().kind(), ErrorKind::InvalidData);
+        let mut r = io::BufReader::new(&b"{\"a\":\x01"[..]);
+        assert_eq!(read_line(&mut r).unwrap_err().kind(), ErrorKind::InvalidData);
     }
 
     #[test]

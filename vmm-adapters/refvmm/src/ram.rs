@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result, bail};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, mmap_anonymous, munmap};
 
-use crate::{COUNTER_OFFSET, RAM_MEMFD_NAME, RING_CHECK, RING_ENTRIES, RING_OFFSET, RING_RECORD_SIZE};
+use crate::{
+    COUNTER_OFFSET, RAM_MEMFD_NAME, RING_CHECK, RING_ENTRIES, RING_OFFSET, RING_RECORD_SIZE,
+};
 
 /// The guest's RAM.
 #[derive(Debug)]
@@ -66,7 +68,10 @@ impl GuestRam {
     /// stays open as long as the RAM exists.
     pub fn from_received_fd(fd: OwnedFd, size: u64) -> Result<Self> {
         let file = File::from(fd);
-        let actual = file.metadata().context("fstat of the received RAM fd")?.len();
+        let actual = file
+            .metadata()
+            .context("fstat of the received RAM fd")?
+            .len();
         if actual < size {
             bail!("received RAM fd holds {actual} bytes, the VM needs {size}");
         }
@@ -77,7 +82,10 @@ impl GuestRam {
     /// (same name) and closes the received fd: the `copy-ram` mutant.
     pub fn copied_from_received_fd(fd: OwnedFd, size: u64) -> Result<Self> {
         let received = File::from(fd);
-        let actual = received.metadata().context("fstat of the received RAM fd")?.len();
+        let actual = received
+            .metadata()
+            .context("fstat of the received RAM fd")?
+            .len();
         if actual < size {
             bail!("received RAM fd holds {actual} bytes, the VM needs {size}");
         }

@@ -94,9 +94,8 @@ fn checkpoint(vm: &Vm) -> Step<MutexGuard<'_, VmState>> {
 }
 
 fn connect(vm: &Vm, path: &Path, what: &str) -> Step<UnixStream> {
-    let sock = UnixStream::connect(path).map_err(|e| {
-        Abort::Failed(format!("Failed to connect to '{}': {e}", path.display()))
-    })?;
+    let sock = UnixStream::connect(path)
+        .map_err(|e| Abort::Failed(format!("Failed to connect to '{}': {e}", path.display())))?;
     let _ = sock.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut st = vm.lock();
     let registered = st.outgoing.as_mut().is_some_and(|ctl| ctl.register(&sock));
@@ -109,10 +108,20 @@ fn connect(vm: &Vm, path: &Path, what: &str) -> Step<UnixStream> {
 
 fn run_steps(vm: &Arc<Vm>, ch: &Channels, old_state: RunState, conns: &mut Conns) -> Step<()> {
     crate::log!("step release-owner: no vhost device to release");
+    cpr_save(vm, &ch.cpr, conns)?;
+    if vm.has(Mutant::LegacyStopOrder) {
+        let mut st = checkpoint(vm)?;
+        source_stop(vm, &mut st);
+    }
+    main_stream(vm, &ch.main, old_state, conns)?;
+    commit(vm, conns)
+}
 
-    // cpr-save: the cut-over point.
+/// cpr-save, the cut-over point: the CPR state with the RAM memfd, then the
+/// target's readiness (EOF on the cpr channel).
+fn cpr_save(vm: &Vm, path: &Path, conns: &mut Conns) -> Step<()> {
     crate::log!("step cpr-save");
-    let cpr = conns.cpr.insert(connect(vm, &ch.cpr, "cpr-save")?);
+    let cpr = conns.cpr.insert(connect(vm, path, "cpr-save")?);
     let size = vm.ram.len() as u64;
     let memfd = vm
         .ram
@@ -132,16 +141,15 @@ fn run_steps(vm: &Arc<Vm>, ch: &Channels, old_state: RunState, conns: &mut Conns
     // An EOF caused by our own shutdown (a cancel) is no readiness.
     drop(checkpoint(vm)?);
     crate::log!("cpr-save: the target closed the cpr channel (ready)");
+    Ok(())
+}
 
-    if vm.has(Mutant::LegacyStopOrder) {
-        let mut st = checkpoint(vm)?;
-        source_stop(vm, &mut st);
-    }
-
-    // main-stream.
+/// main-stream: the device state, then the target's `loaded`.
+fn main_stream(vm: &Vm, path: &Path, old_state: RunState, conns: &mut Conns) -> Step<()> {
     vm.set_migration_status(&mut *checkpoint(vm)?, MigrationStatus::Active);
     crate::log!("step main-stream");
-    let main = conns.main.insert(connect(vm, &ch.main, "main-stream")?);
+    let main = conns.main.insert(connect(vm, path, "main-stream")?);
+    let size = vm.ram.len() as u64;
     let state = {
         let mut st = checkpoint(vm)?;
         vm.set_migration_status(&mut st, MigrationStatus::Device);
@@ -155,16 +163,18 @@ fn run_steps(vm: &Arc<Vm>, ch: &Channels, old_state: RunState, conns: &mut Conns
         crate::log!("main-stream: not waiting for loaded (mutant false-completion)");
     } else {
         let read = proto::read_line(&mut BufReader::new(&*main));
-    let line = read
+        let line = read
             .map_err(|e| Abort::Failed(format!("main-stream: reading loaded: {e}")))?
             .ok_or_else(|| {
-                Abort::Failed("main-stream: the target closed the main channel before loaded".into())
+                Abort::Failed(
+                    "main-stream: the target closed the main channel before loaded".into(),
+                )
             })?;
         proto::expect_bare(&line, "loaded")
             .map_err(|e| Abort::Failed(format!("main-stream: {e}")))?;
         crate::log!("main-stream: the target loaded the state");
     }
-    commit(vm, conns)
+    Ok(())
 }
 
 /// Waits for the peer to close the cpr channel: a read that returns 0.
@@ -192,9 +202,15 @@ fn commit(vm: &Vm, conns: &mut Conns) -> Step<()> {
     let mut st = checkpoint(vm)?;
     st.runstate = RunState::PostMigrate;
     let main = conns.main.as_mut().expect("main is connected");
-    if let Err(e) = main.write_all(&proto::go_line()) {
-        st.runstate = RunState::FinishMigrate;
-        return Err(Abort::Failed(format!("main-stream: writing go: {e}")));
+    match main.write_all(&proto::go_line()) {
+        Ok(()) => {}
+        Err(e) if vm.has(Mutant::FalseCompletion) => {
+            crate::log!("main-stream: writing go: {e} (ignored: mutant false-completion)");
+        }
+        Err(e) => {
+            st.runstate = RunState::FinishMigrate;
+            return Err(Abort::Failed(format!("main-stream: writing go: {e}")));
+        }
     }
     crate::log!("step source-finish: committed (postmigrate)");
     let mut ctl = st.outgoing.take().expect("checked by checkpoint");

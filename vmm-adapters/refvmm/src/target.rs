@@ -6,7 +6,7 @@
 //! the source's `go` only). Any failure before `go` ends the process with
 //! status 1: a target that did not get `go` never runs.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -37,8 +37,47 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
     if let Some(m) = cfg.mutant {
         crate::log!("boot: mutant {m}");
     }
+    let (cpr, ram_fd) = target_listen(cfg, inc);
+    let (vm, main_listener) = target_init(cfg, inc, &cpr, ram_fd);
+    let main = wait_main(main_listener, &cpr);
+    crate::log!("step main-stream: main channel accepted");
+    let mut reader = BufReader::new(&main);
+    let state = load_state(cfg, &vm, &mut reader);
 
-    // target-listen: no monitor yet.
+    let early = vm.has(Mutant::SplitBrainAfterCancel);
+    match (&main).write_all(&proto::loaded_line()) {
+        Ok(()) => {}
+        Err(e) if early => crate::log!("main-stream: writing loaded: {e}"),
+        Err(e) => die(format!("writing loaded: {e}")),
+    }
+    if early {
+        crate::log!("target-resume: not waiting for go (mutant split-brain-after-cancel)");
+        target_resume(&vm, &mut vm.lock(), state.running);
+    }
+    let go = match proto::read_line(&mut reader) {
+        Ok(Some(line)) => proto::expect_bare(&line, "go"),
+        Ok(None) => Err("the main channel closed before go".into()),
+        Err(e) => Err(format!("reading go: {e}")),
+    };
+    match go {
+        Ok(()) => crate::log!("main-stream: go"),
+        Err(e) if early => crate::log!("main-stream: no go ({e}); running anyway"),
+        Err(e) => die(format!("the source did not commit: {e}")),
+    }
+    if !early {
+        target_resume(&vm, &mut vm.lock(), state.running);
+    }
+    drop(reader);
+    drop(main);
+    drop(cpr);
+    loop {
+        std::thread::park();
+    }
+}
+
+/// target-listen: no monitor yet; accepts one cpr connection and reads the
+/// CPR state with the RAM fd.
+fn target_listen(cfg: &Config, inc: &Incoming) -> (UnixStream, OwnedFd) {
     crate::log!("step target-listen on {}", inc.cpr.display());
     let listener = Listener::bind(&inc.cpr)
         .unwrap_or_else(|e| die(format!("cpr socket {}: {e}", inc.cpr.display())));
@@ -59,8 +98,17 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
         die("the CPR state came without the RAM fd")
     };
     crate::log!("target-listen: CPR state received with {nfds} fd(s)");
+    (cpr, ram_fd)
+}
 
-    // target-init.
+/// target-init: maps the RAM fd in place, starts the monitor, listens on the
+/// main channel, then signals readiness (half-closes the cpr channel).
+fn target_init(
+    cfg: &Config,
+    inc: &Incoming,
+    cpr: &UnixStream,
+    ram_fd: OwnedFd,
+) -> (Arc<Vm>, Listener) {
     crate::log!("step target-init");
     let ram = if cfg.mutant == Some(Mutant::CopyRam) {
         crate::log!("target-init: copying guest RAM (mutant copy-ram)");
@@ -89,12 +137,15 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
         "target-init: ready (cpr channel half-closed), listening on {}",
         inc.main.display()
     );
+    (vm, main_listener)
+}
 
-    // main-stream.
-    let main = wait_main(main_listener, &cpr);
-    crate::log!("step main-stream: main channel accepted");
-    let mut reader = BufReader::new(&main);
-    let line = match proto::read_line(&mut reader) {
+/// main-stream: reads, checks and loads the device state. Besides its own
+/// members, the state must agree with guest RAM: the source's last guest
+/// write was `r` (the vCPU is stopped before the state is taken), so the
+/// counter must equal `r`; this catches a flipped digit in the state.
+fn load_state<R: BufRead>(cfg: &Config, vm: &Vm, reader: &mut R) -> DeviceState {
+    let line = match proto::read_line(reader) {
         Ok(Some(line)) => line,
         Ok(None) => die("the main channel closed before the device state"),
         Err(e) => die(format!("reading the device state: {e}")),
@@ -114,39 +165,16 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
         ));
     }
     vm.vcpu.set_r(state.vcpu.r);
-    if let Err(e) = (&main).write_all(&proto::loaded_line()) {
-        die(format!("writing loaded: {e}"));
-    }
     crate::log!(
         "main-stream: device state loaded (r={}, source was {})",
         state.vcpu.r,
-        if state.running { "running" } else { "not running" }
+        if state.running {
+            "running"
+        } else {
+            "not running"
+        }
     );
-
-    let early = vm.has(Mutant::SplitBrainAfterCancel);
-    if early {
-        crate::log!("target-resume: not waiting for go (mutant split-brain-after-cancel)");
-        target_resume(&vm, &mut vm.lock(), state.running);
-    }
-    let go = match proto::read_line(&mut reader) {
-        Ok(Some(line)) => proto::expect_bare(&line, "go"),
-        Ok(None) => Err("the main channel closed before go".into()),
-        Err(e) => Err(format!("reading go: {e}")),
-    };
-    match go {
-        Ok(()) => crate::log!("main-stream: go"),
-        Err(e) if early => crate::log!("main-stream: no go ({e}); running anyway"),
-        Err(e) => die(format!("the source did not commit: {e}")),
-    }
-    if !early {
-        target_resume(&vm, &mut vm.lock(), state.running);
-    }
-    drop(reader);
-    drop(main);
-    drop(cpr);
-    loop {
-        std::thread::park();
-    }
+    state
 }
 
 /// target-resume: runs the VM if the source was running (and `-S` or a
@@ -221,7 +249,9 @@ fn wait_main(listener: Listener, cpr: &UnixStream) -> UnixStream {
         if cpr_ready {
             let mut b = [0u8; 64];
             match (&*cpr).read(&mut b) {
-                Ok(0) => die("the source closed the cpr channel before connecting the main channel"),
+                Ok(0) => {
+                    die("the source closed the cpr channel before connecting the main channel")
+                }
                 Ok(n) => die(format!("{n} unexpected bytes on the cpr channel")),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => die(format!("cpr channel: {e}")),

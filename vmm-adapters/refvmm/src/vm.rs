@@ -43,7 +43,7 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// A VM in `runstate` on `ram`, vCPU parked with register `r`.
+    /// A VM in `runstate` on `ram`, its vCPU parked with `r = 0`.
     pub fn new(ram: GuestRam, runstate: RunState, autostart: bool, mutant: Option<Mutant>) -> Self {
         let ram = Arc::new(ram);
         Self {
@@ -99,9 +99,10 @@ impl Vm {
 
     /// Starts the vCPU, runstate `running`, RESUME event.
     pub fn start(&self, st: &mut VmState) {
+        let r = self.vcpu.r();
         self.vcpu.start();
         st.runstate = RunState::Running;
-        crate::log!("vm: running (r={})", self.vcpu.r());
+        crate::log!("vm: running (from r={r})");
         self.outbox.event("RESUME", Value::Null);
     }
 

@@ -12,6 +12,8 @@
 
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -46,8 +48,14 @@ pub fn refvmm_command(args: &[String]) -> Command {
         }
         None => {
             let mut c = Command::new(std::env::current_exe().expect("current exe"));
-            c.args(["refvmm_child", "--exact", "--nocapture", "--test-threads=1", "-q"])
-                .env(CHILD_ENV, serde_json::to_string(args).unwrap());
+            c.args([
+                "refvmm_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(CHILD_ENV, serde_json::to_string(args).unwrap());
             c
         }
     }
@@ -122,7 +130,10 @@ impl Drop for Vmm {
         }
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("---- {} log ----\n{log}---- end of {} log ----", self.name, self.name);
+            eprintln!(
+                "---- {} log ----\n{log}---- end of {} log ----",
+                self.name, self.name
+            );
         }
     }
 }
@@ -195,7 +206,9 @@ impl Qmp {
 
     /// Sends a raw line.
     pub fn send_line(&mut self, line: &str) {
-        self.writer.write_all(format!("{line}\n").as_bytes()).unwrap();
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
     }
 
     /// Reads one server message (an event is also recorded).
@@ -259,7 +272,11 @@ impl Qmp {
                 return s;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "migration did not end; events {:?}", self.event_names());
+            assert!(
+                !left.is_zero(),
+                "migration did not end; events {:?}",
+                self.event_names()
+            );
             self.next_message(left.min(Duration::from_millis(100)));
         }
     }
@@ -369,7 +386,8 @@ pub fn mapped_ram_inodes(pid: i32) -> Vec<u64> {
 pub fn read_counter(pid: i32) -> u64 {
     let f = File::open(ram_fd_path(pid)).unwrap();
     let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, refvmm::COUNTER_OFFSET as u64).unwrap();
+    f.read_exact_at(&mut b, refvmm::COUNTER_OFFSET as u64)
+        .unwrap();
     u64::from_le_bytes(b)
 }
 
