@@ -23,14 +23,18 @@ fn memfd_link(name: &str) -> String {
 }
 
 impl GuestRam {
-    /// Opens the RAM memfd that process `pid` holds, found by its memfd name.
+    /// Opens the RAM memfd that process `pid` holds and maps, found by its
+    /// memfd name (a held fd of that name that is not mapped is not its RAM).
     pub fn open(pid: i32, probe: &GuestProbe) -> io::Result<Self> {
         let want = memfd_link(&probe.ram_memfd_name);
+        let mapped = mapped_memfd_inodes(pid, &probe.ram_memfd_name)?;
         for e in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
             if std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == want.as_str()) {
                 let file = File::open(e.path())?;
                 let inode = file.metadata()?.ino();
-                return Ok(GuestRam { file, inode, probe: probe.clone() });
+                if mapped.contains(&inode) {
+                    return Ok(GuestRam { file, inode, probe: probe.clone() });
+                }
             }
         }
         Err(io::Error::new(io::ErrorKind::NotFound, format!("pid {pid} holds no memfd named {}", probe.ram_memfd_name)))

@@ -35,7 +35,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use sendfd::{RecvWithFd, SendWithFd};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use sendfd::SendWithFd;
 
 use crate::plan::Step;
 use crate::timeline::{Actor, Timeline, What};
@@ -131,7 +132,7 @@ pub struct Interposer {
 impl Interposer {
     /// Binds the front sockets (so the source can connect at once) and starts serving.
     pub fn start(routes: &[Route], timeline: &Timeline, on_hold: HoldHandler) -> io::Result<Self> {
-        let (stop_rx, stop_tx) = nix::unistd::pipe()?;
+        let (stop_rx, stop_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let shared = Arc::new(Shared {
             timeline: timeline.clone(),
             on_hold,
@@ -315,24 +316,21 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
         Dir::ToSource => ("target", "source"),
     };
     let mut buf = vec![0u8; 256 * 1024];
-    let mut raw = [0 as RawFd; MAX_FDS];
     let mut first_data = true;
     loop {
         if !wait_readable(from, &shared.stop) {
             break;
         }
-        let (n, nfds) = match from.recv_with_fd(&mut buf, &mut raw) {
+        let (n, fds) = match recv_cloexec(from, &mut buf) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 if !pair.is_closed() {
                     shared.timeline.record(actor, What::Channel(format!("read from {from_name}: {}", errno_name(&e))));
                 }
-                (0, 0)
+                (0, Vec::new())
             }
         };
-        // SAFETY: recv_with_fd returned `nfds` fresh descriptors that nobody else owns.
-        let fds: Vec<OwnedFd> = raw[..nfds].iter().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
         if pair.is_closed() {
             break;
         }
@@ -404,6 +402,23 @@ fn apply_close(d: Directive, pair: &Pair, shared: &Shared, actor: Actor) -> bool
         }
         _ => false,
     }
+}
+
+/// Receives bytes and fds; the fds are close-on-exec from the start, so a VMM
+/// the kit spawns meanwhile (for another trial) never inherits them.
+fn recv_cloexec(from: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let msg = recvmsg::<()>(from.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these fds for us; nobody else owns them.
+            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    Ok((msg.bytes, fds))
 }
 
 fn send_all(to: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {

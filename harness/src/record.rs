@@ -40,8 +40,9 @@ pub struct TargetInit {
     pub at: Duration,
     /// The target's monitor answered.
     pub monitor: bool,
-    /// The memfd inodes the target maps under the guest RAM's name.
-    pub mapped_inodes: BTreeSet<u64>,
+    /// The memfd inodes the target maps under the guest RAM's name (`None`
+    /// when its maps could not be read).
+    pub mapped_inodes: Option<BTreeSet<u64>>,
 }
 
 /// What the kit saw of one process at the end.

@@ -442,7 +442,7 @@ impl<'a> Controller<'a> {
                 return;
             }
             if Instant::now() >= deadline {
-                self.record.ended_in_time = false;
+                self.record.ended_in_time = self.source_terminal_polled();
                 return;
             }
             // A hung target with no hold coming: the kit's timeout, then its cancel.
@@ -581,25 +581,43 @@ impl<'a> Controller<'a> {
             Some(CutOver { at: self.timeline.start().elapsed(), fds: h.fds, source_runstate, counter, forwarded: false });
     }
 
+    /// At target-init the target has closed the cpr channel: either it loaded
+    /// the CPR state and is ready (its monitor answers), or it is dying.
     fn observe_target_init(&mut self) {
         let Some(target) = self.target.as_ref() else { return };
-        if !target.proc.is_alive() {
-            return;
-        }
         let pid = target.proc.pid();
-        let monitor = self.connect(target, Instant::now() + STARTUP);
+        let monitor = self.connect_while_alive(Role::Target);
+        let Some(monitor) = monitor else {
+            self.timeline.record(Actor::Target, What::Sample("no monitor at target-init".into()));
+            return;
+        };
         let probe = self.adapter.guest_probe();
-        let mapped_inodes = mapped_memfd_inodes(pid, &probe.ram_memfd_name).unwrap_or_default();
+        let mapped_inodes = match mapped_memfd_inodes(pid, &probe.ram_memfd_name) {
+            Ok(set) => Some(set),
+            Err(e) => {
+                self.timeline.record(Actor::Target, What::Sample(format!("cannot read its maps: {e}")));
+                None
+            }
+        };
         let ram = GuestRam::open(pid, &probe).ok();
         let at = self.timeline.start().elapsed();
-        let connected = monitor.is_ok();
-        if let Err(e) = &monitor {
-            self.timeline.record(Actor::Target, What::Sample(format!("monitor not reachable: {e}")));
-        }
         let target = self.target.as_mut().expect("checked");
-        target.monitor = monitor.ok();
+        target.monitor = Some(monitor);
         target.ram = ram;
-        self.record.target_init = Some(TargetInit { at, monitor: connected, mapped_inodes });
+        self.record.target_init = Some(TargetInit { at, monitor: true, mapped_inodes });
+    }
+
+    /// Connects to a side's monitor, retrying while its process lives (bounded).
+    fn connect_while_alive(&self, role: Role) -> Option<Box<dyn Monitor>> {
+        let side = self.side(role)?;
+        let deadline = Instant::now() + STARTUP;
+        while side.proc.is_alive() && Instant::now() < deadline {
+            match self.connect(side, Instant::now() + Duration::from_millis(20)) {
+                Ok(m) => return Some(m),
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        None
     }
 
     /// After the migration: bounded waits for each side to reach where it
@@ -610,11 +628,10 @@ impl<'a> Controller<'a> {
         let deadline = Instant::now() + self.spec.settle;
         if completed {
             // The target should reach the source's prior runstate.
-            if self.target.as_ref().is_some_and(|t| t.monitor.is_none() && t.proc.is_alive()) {
-                let t = self.target.as_ref().expect("checked");
-                if let Ok(m) = self.connect(t, deadline) {
-                    self.target.as_mut().expect("checked").monitor = Some(m);
-                }
+            if self.target.as_ref().is_some_and(|t| t.monitor.is_none())
+                && let Some(m) = self.connect_while_alive(Role::Target)
+            {
+                self.target.as_mut().expect("checked").monitor = Some(m);
             }
             self.serve_until(deadline, |c| !c.alive(Role::Target) || c.runstate_is(Role::Target, &prior));
         } else if self.record.migrate == MigrateReply::Accepted {

@@ -50,7 +50,11 @@ pub fn print_summary(results: &[TrialResult]) -> bool {
                     violating += 1;
                 }
                 for v in failed {
-                    println!("{} {}: {}", v.rule, r.name(), v.evidence);
+                    if v.detail.is_empty() {
+                        println!("{} {}: {}", v.rule, r.name(), v.evidence);
+                    } else {
+                        println!("{} {}: {} [{}]", v.rule, r.name(), v.evidence, v.detail);
+                    }
                 }
             }
             Verdicts::Error(e) => {

@@ -8,9 +8,12 @@ pub fn mem1(r: &TrialRecord) -> Verdict {
     let (Some(init), Some(inode)) = (&r.target_init, r.source_ram_inode) else {
         return Verdict::na(ID, "the target never loaded the CPR state");
     };
-    if !init.mapped_inodes.contains(&inode) {
+    let Some(mapped) = &init.mapped_inodes else {
+        return Verdict::na(ID, "the target's mappings could not be read at target-init");
+    };
+    if !mapped.contains(&inode) {
         return Verdict::fail(ID, "the target does not map the source's RAM memfd: RAM was not handed over in place")
-            .with_detail(format!("source RAM inode {inode}, target maps {:?}", init.mapped_inodes));
+            .with_detail(format!("source RAM inode {inode}, target maps {mapped:?}"));
     }
     let at_cut = r.cutover.as_ref().and_then(|c| c.counter).map(|(_, b)| b);
     let side = if r.completed() { &r.target } else { &r.source };
