@@ -33,7 +33,9 @@ fn check(p: &Planned, root: &std::path::Path) -> Result<(), Failed> {
             settings.set_omit_expression(true);
             settings.set_description(format!("cprkit trial {}", p.id.name()));
             let outcome = outcome.clone();
-            std::panic::catch_unwind(move || settings.bind(|| insta::assert_yaml_snapshot!(name, outcome)))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                settings.bind(|| insta::assert_yaml_snapshot!(name, outcome))
+            }))
                 .map_err(|_| Failed::from("the outcome differs from its snapshot (see above; `cargo insta review`)"))
         }
         Verdicts::Error(e) => Err(format!("trial error: {e}").into()),

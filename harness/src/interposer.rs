@@ -14,8 +14,10 @@
 //! | `main-stream`   | main    | the first bytes from the source               |
 //! | `target-resume` | main    | the first bytes from the target               |
 //!
-//! Each point is held once. Holding a channel, never a timer, is what makes the
-//! fault points exact.
+//! Each point is held once. While a message is held, nothing else crosses
+//! either channel in either direction (data, fds or EOF wait at a gate): the
+//! kit acts on a frozen exchange, and what follows the release comes after it.
+//! Holding a channel, never a timer, is what makes the fault points exact.
 //!
 //! On the cpr channel the source's EOF reaches the target only after the
 //! target's own EOF has been held and released (target-init): a source that
@@ -80,6 +82,19 @@ pub enum Directive {
     Discard,
 }
 
+impl Directive {
+    /// What the interposer does, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Directive::Forward => "forward the held message",
+            Directive::DropFds => "forward the bytes, drop the fds",
+            Directive::Corrupt => "forward the bytes flipped",
+            Directive::Close => "close the channel",
+            Directive::Discard => "discard the message (its sender is dead), close the channel",
+        }
+    }
+}
+
 /// A message the interposer holds at a point.
 #[derive(Debug, Clone, Copy)]
 pub struct Held {
@@ -88,6 +103,13 @@ pub struct Held {
     pub dir: Dir,
     pub bytes: usize,
     pub fds: usize,
+}
+
+impl Held {
+    /// The timeline actor of the held message's channel.
+    pub fn chan_actor(&self) -> Actor {
+        self.chan.actor()
+    }
 }
 
 /// Decides what to do with a held message; called from an interposer thread,
@@ -120,6 +142,44 @@ struct Shared {
     stop: OwnedFd,
     held: [AtomicBool; 4],
     traffic: Traffic,
+    /// True while a message is held: every other forward waits.
+    gate: (Mutex<bool>, Condvar),
+}
+
+impl Shared {
+    /// Waits until no message is held (returns early when stopping).
+    fn pass_gate(&self) {
+        let mut held = self.gate.0.lock().expect("gate lock");
+        while *held {
+            held = self.gate.1.wait_timeout(held, Duration::from_millis(50)).expect("gate lock").0;
+            if stopping(&self.stop) {
+                return;
+            }
+        }
+    }
+
+    /// Closes the gate for a hold (after any hold in progress ends).
+    fn close_gate(&self) {
+        let mut held = self.gate.0.lock().expect("gate lock");
+        while *held {
+            held = self.gate.1.wait_timeout(held, Duration::from_millis(50)).expect("gate lock").0;
+            if stopping(&self.stop) {
+                break;
+            }
+        }
+        *held = true;
+    }
+
+    fn open_gate(&self) {
+        *self.gate.0.lock().expect("gate lock") = false;
+        self.gate.1.notify_all();
+    }
+}
+
+/// Whether the stop pipe has been written.
+fn stopping(stop: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 /// A running interposer. Dropping it stops every thread and closes every socket.
@@ -139,6 +199,7 @@ impl Interposer {
             stop: stop_rx,
             held: Default::default(),
             traffic: Traffic::default(),
+            gate: Default::default(),
         });
         let mut threads = Vec::new();
         for r in routes {
@@ -206,7 +267,7 @@ fn accept_loop(listener: UnixListener, route: Route, shared: Arc<Shared>) {
             Ok(b) => b,
             Err(e) => {
                 shared.timeline.record(actor, What::Channel(format!("connect to target failed: {}", errno_name(&e))));
-                let _ = front.shutdown(Shutdown::Both);
+                refuse(&front, &shared);
                 continue;
             }
         };
@@ -230,6 +291,20 @@ fn accept_loop(listener: UnixListener, route: Route, shared: Arc<Shared>) {
         let _ = p.join();
     }
     let _ = std::fs::remove_file(&route.front);
+}
+
+/// The target is not there: takes the source's first message (so that its
+/// sending never races the close), drops it, and closes the connection.
+fn refuse(front: &UnixStream, shared: &Shared) {
+    let mut fds = [PollFd::new(front.as_fd(), PollFlags::POLLIN)];
+    let bound = PollTimeout::try_from(EOF_ORDER_BOUND.as_millis() as i32).unwrap_or(PollTimeout::NONE);
+    if poll(&mut fds, bound).is_ok_and(|n| n > 0) {
+        let mut buf = vec![0u8; 64 * 1024];
+        // The fds received here close as the result drops.
+        let _ = recv_cloexec(front, &mut buf);
+    }
+    shared.pass_gate();
+    let _ = front.shutdown(Shutdown::Both);
 }
 
 /// One source connection and its connection to the target.
@@ -288,12 +363,17 @@ fn hold_index(step: Step) -> usize {
     }
 }
 
-/// Asks the kit about the message at `step`, once per point.
+/// Asks the kit about the message at `step`, once per point, with the gate
+/// closed: nothing else crosses until the kit has answered.
 fn hold(shared: &Shared, step: Step, chan: Chan, dir: Dir, bytes: usize, fds: usize) -> Directive {
     if shared.held[hold_index(step)].swap(true, Ordering::SeqCst) {
+        shared.pass_gate();
         return Directive::Forward;
     }
-    (shared.on_hold)(Held { step, chan, dir, bytes, fds })
+    shared.close_gate();
+    let d = (shared.on_hold)(Held { step, chan, dir, bytes, fds });
+    shared.open_gate();
+    d
 }
 
 const MAX_FDS: usize = 64;
@@ -345,6 +425,7 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
             if chan == Chan::Cpr && dir == Dir::ToTarget {
                 pair.wait_target_done();
             }
+            shared.pass_gate();
             if !pair.is_closed() {
                 let _ = to.shutdown(Shutdown::Write);
                 shared.timeline.record(actor, What::Channel(format!("EOF from {from_name} passed to {to_name}")));
@@ -359,8 +440,11 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
         };
         first_data = false;
         let directive = match step {
-            Some(step) => hold(&shared, step, chan, dir, n, fds.len()),
-            None => Directive::Forward,
+            Some(step) => hold(shared, step, chan, dir, n, fds.len()),
+            None => {
+                shared.pass_gate();
+                Directive::Forward
+            }
         };
         if apply_close(directive, &pair, &shared, actor) || pair.is_closed() {
             break;
@@ -379,8 +463,10 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
             _ => {}
         }
         if let Err(e) = send_all(to, data, &pass) {
-            shared.timeline.record(actor, What::Channel(format!("{to_name} gone ({}): channel closed", errno_name(&e))));
-            pair.close();
+            // As with a real socket whose reader went away: the writer's next
+            // writes fail, and what the other side already sent still arrives.
+            shared.timeline.record(actor, What::Channel(format!("{to_name} gone ({}): stop reading", errno_name(&e))));
+            let _ = from.shutdown(Shutdown::Read);
             break;
         }
         count(&shared.traffic, chan, dir, n, pass.len());

@@ -14,7 +14,8 @@ pub enum Mutant {
     DoubleResume,
     /// Source: resumes to running after a failure even when it was paused.
     ResumeWhenPaused,
-    /// Source: reports completion without waiting for the target's `loaded`.
+    /// Source: takes any end of its wait for `loaded` (a closed main channel,
+    /// garbage) as `loaded`, and reports completion.
     FalseCompletion,
     /// Target: runs as soon as it has loaded the state, without waiting for `go`.
     SplitBrainAfterCancel,
@@ -46,7 +47,7 @@ pub const MUTANTS: &[(&str, &str)] = &[
     ),
     (
         "false-completion",
-        "source sends go and reports completed without waiting for the target's loaded",
+        "source takes a closed main channel (or garbage) for the target's loaded and reports completed",
     ),
     (
         "split-brain-after-cancel",

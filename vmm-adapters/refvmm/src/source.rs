@@ -159,21 +159,18 @@ fn main_stream(vm: &Vm, path: &Path, old_state: RunState, conns: &mut Conns) -> 
         .map_err(|e| Abort::Failed(format!("main-stream: writing the device state: {e}")))?;
     crate::log!("main-stream: sent the device state (r={})", state.vcpu.r);
 
+    let read = proto::read_line(&mut BufReader::new(&*main));
     if vm.has(Mutant::FalseCompletion) {
-        crate::log!("main-stream: not waiting for loaded (mutant false-completion)");
-    } else {
-        let read = proto::read_line(&mut BufReader::new(&*main));
-        let line = read
-            .map_err(|e| Abort::Failed(format!("main-stream: reading loaded: {e}")))?
-            .ok_or_else(|| {
-                Abort::Failed(
-                    "main-stream: the target closed the main channel before loaded".into(),
-                )
-            })?;
-        proto::expect_bare(&line, "loaded")
-            .map_err(|e| Abort::Failed(format!("main-stream: {e}")))?;
-        crate::log!("main-stream: the target loaded the state");
+        // The bug: any end of the wait counts as the target's `loaded`, a
+        // closed channel or garbage included.
+        crate::log!("main-stream: the wait for loaded ended ({read:?}): taken as loaded (mutant false-completion)");
+        return Ok(());
     }
+    let line = read
+        .map_err(|e| Abort::Failed(format!("main-stream: reading loaded: {e}")))?
+        .ok_or_else(|| Abort::Failed("main-stream: the target closed the main channel before loaded".into()))?;
+    proto::expect_bare(&line, "loaded").map_err(|e| Abort::Failed(format!("main-stream: {e}")))?;
+    crate::log!("main-stream: the target loaded the state");
     Ok(())
 }
 
