@@ -19,14 +19,17 @@ use cprkit_harness::trialdir::RunRoot;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn snapshot_dir(adapter: &dyn Adapter) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("snapshots").join(adapter.snapshot_dir())
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("snapshots")
+        .join(adapter.snapshot_dir())
 }
 
 fn check(p: &Planned, root: &std::path::Path) -> Result<(), Failed> {
     let result = run_one(p, root, &RunOptions::default());
     match result.verdicts {
         Verdicts::Judged { outcome, .. } => {
-            let name = format!("{}__{}", p.id.case, cprkit_cases::point_name(p.id.point)).replace(':', "-");
+            let name = format!("{}__{}", p.id.case, cprkit_cases::point_name(p.id.point))
+                .replace(':', "-");
             let mut settings = insta::Settings::clone_current();
             settings.set_snapshot_path(snapshot_dir(p.adapter.as_ref()));
             settings.set_prepend_module_to_snapshot(false);
@@ -36,7 +39,11 @@ fn check(p: &Planned, root: &std::path::Path) -> Result<(), Failed> {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
                 settings.bind(|| insta::assert_yaml_snapshot!(name, outcome))
             }))
-                .map_err(|_| Failed::from("the outcome differs from its snapshot (see above; `cargo insta review`)"))
+            .map_err(|_| {
+                Failed::from(
+                    "the outcome differs from its snapshot (see above; `cargo insta review`)",
+                )
+            })
         }
         Verdicts::Error(e) => Err(format!("trial error: {e}").into()),
         Verdicts::NotRun(why) => Err(format!("not run: {why}").into()),
@@ -73,7 +80,9 @@ fn main() -> ExitCode {
             let name = p.id.name();
             let t = Trial::test(name, move || check(&p, root.path()));
             match ignored {
-                Some(why) => t.with_ignored_flag(true).with_kind(format!("not run: {why}")),
+                Some(why) => t
+                    .with_ignored_flag(true)
+                    .with_kind(format!("not run: {why}")),
                 None => t,
             }
         })

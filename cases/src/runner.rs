@@ -30,7 +30,11 @@ pub struct Planned {
 /// What became of a trial.
 pub enum Verdicts {
     /// Ran and was judged.
-    Judged { record: Box<TrialRecord>, verdicts: Vec<Verdict>, outcome: Outcome },
+    Judged {
+        record: Box<TrialRecord>,
+        verdicts: Vec<Verdict>,
+        outcome: Box<Outcome>,
+    },
     /// Could not be carried out (the kit or the host failed, not the VMM).
     Error(String),
     /// Not run on this host, with the reason; never counted as passed.
@@ -75,13 +79,21 @@ pub fn run_one(p: &Planned, root: &Path, opts: &RunOptions) -> TrialResult {
                 Ok(record) => {
                     let verdicts = rules::judge(&record);
                     let outcome = Outcome::new(&record, &verdicts);
-                    Verdicts::Judged { record: Box::new(record), verdicts, outcome }
+                    Verdicts::Judged {
+                        record: Box::new(record),
+                        verdicts,
+                        outcome: Box::new(outcome),
+                    }
                 }
                 Err(e) => Verdicts::Error(e.to_string()),
             }
         }
     };
-    TrialResult { id: p.id.clone(), elapsed: started.elapsed(), verdicts }
+    TrialResult {
+        id: p.id.clone(),
+        elapsed: started.elapsed(),
+        verdicts,
+    }
 }
 
 fn spec_for(id: &TrialId, case: &Case, point: Option<FaultPoint>, opts: &RunOptions) -> TrialSpec {
@@ -120,7 +132,10 @@ pub fn run_all(
             });
         }
     });
-    slots.into_iter().map(|r| r.expect("every trial ran")).collect()
+    slots
+        .into_iter()
+        .map(|r| r.expect("every trial ran"))
+        .collect()
 }
 
 /// The trials of `cases` for each adapter, kept when `filter` (a glob on the
@@ -130,10 +145,19 @@ pub fn plan(adapters: &[Arc<dyn Adapter>], cases: &[Case], filter: Option<&str>)
     let mut out = Vec::new();
     for a in adapters {
         for case in &cases {
-            for id in crate::trials(a.name(), std::slice::from_ref(case.as_ref())).into_iter().map(|(id, _)| id) {
-                let keep = filter.is_none_or(|f| crate::glob_match(f, &id.case) || crate::glob_match(f, &id.name()));
+            for id in crate::trials(a.name(), std::slice::from_ref(case.as_ref()))
+                .into_iter()
+                .map(|(id, _)| id)
+            {
+                let keep = filter.is_none_or(|f| {
+                    crate::glob_match(f, &id.case) || crate::glob_match(f, &id.name())
+                });
                 if keep {
-                    out.push(Planned { id, case: Arc::clone(case), adapter: Arc::clone(a) });
+                    out.push(Planned {
+                        id,
+                        case: Arc::clone(case),
+                        adapter: Arc::clone(a),
+                    });
                 }
             }
         }

@@ -25,7 +25,10 @@ pub fn handover(adapter: &dyn Adapter, root: &Path) -> Result<BareTimes, TrialEr
     let start = Instant::now();
     let dir = TrialDir::new(root, "bare", false).map_err(TrialError::Dir)?;
     let tl = Timeline::new();
-    let incoming = Incoming { main: dir.join("t-main.sock"), cpr: dir.join("t-cpr.sock") };
+    let incoming = Incoming {
+        main: dir.join("t-main.sock"),
+        cpr: dir.join("t-cpr.sock"),
+    };
     let spec = |role, monitor: &str, incoming: Option<Incoming>| LaunchSpec {
         role,
         dir: dir.path().to_path_buf(),
@@ -36,30 +39,52 @@ pub fn handover(adapter: &dyn Adapter, root: &Path) -> Result<BareTimes, TrialEr
     let target_spec = spec(Role::Target, "t-qmp.sock", Some(incoming.clone()));
     let source_spec = spec(Role::Source, "s-qmp.sock", None);
     let spawn = |s: &LaunchSpec| {
-        VmmProcess::spawn(s.role, adapter.command(s)?, &dir.join(&format!("{}.log", s.role.name())), &tl, |_| {})
-            .map_err(|source| TrialError::Spawn { role: s.role.name(), source })
+        VmmProcess::spawn(
+            s.role,
+            adapter.command(s)?,
+            &dir.join(&format!("{}.log", s.role.name())),
+            &tl,
+            |_| {},
+        )
+        .map_err(|source| TrialError::Spawn {
+            role: s.role.name(),
+            source,
+        })
     };
     let target = spawn(&target_spec)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     if !unixnet::wait_listening(&incoming.cpr, deadline, || !target.is_alive()) {
-        return Err(TrialError::Setup { what: "the target never listened".into(), log: "target.log".into() });
+        return Err(TrialError::Setup {
+            what: "the target never listened".into(),
+            log: "target.log".into(),
+        });
     }
     let _source = spawn(&source_spec)?;
     let mut src = adapter.connect(&source_spec, deadline, Box::new(|_| {}))?;
     src.prepare_cpr()?;
     let migrate_at = Instant::now();
-    src.migrate(&MigrateRequest { main: incoming.main.clone(), cpr: incoming.cpr.clone(), malformed: None })?;
+    src.migrate(&MigrateRequest {
+        main: incoming.main.clone(),
+        cpr: incoming.cpr.clone(),
+        malformed: None,
+    })?;
     let mut tgt = adapter.connect(&target_spec, deadline, Box::new(|_| {}))?;
     loop {
         if tgt.runstate()? == "running" {
             break;
         }
         if Instant::now() >= deadline {
-            return Err(TrialError::Setup { what: "the target never ran".into(), log: "target.log".into() });
+            return Err(TrialError::Setup {
+                what: "the target never ran".into(),
+                log: "target.log".into(),
+            });
         }
         std::thread::sleep(Duration::from_micros(200));
     }
     let handover = migrate_at.elapsed();
     drop((src, tgt));
-    Ok(BareTimes { whole: start.elapsed(), handover })
+    Ok(BareTimes {
+        whole: start.elapsed(),
+        handover,
+    })
 }

@@ -12,7 +12,11 @@ use crate::timeline::{Actor, What};
 const COL: usize = 34;
 
 fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_string() } else { s.chars().take(n - 1).chain(['…']).collect() }
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).chain(['…']).collect()
+    }
 }
 
 /// The drawing, as text.
@@ -20,14 +24,22 @@ pub fn draw(r: &TrialRecord, verdicts: &[Verdict]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", r.name);
     let _ = writeln!(out, "{:>9}  {:<COL$}   {:<COL$}", "ms", "SOURCE", "TARGET");
-    let _ = writeln!(out, "{:>9}  {:<COL$}   {:<COL$}", "", "-".repeat(6), "-".repeat(6));
+    let _ = writeln!(
+        out,
+        "{:>9}  {:<COL$}   {:<COL$}",
+        "",
+        "-".repeat(6),
+        "-".repeat(6)
+    );
     for e in &r.timeline {
         let ms = format!("{:.1}", e.at.as_secs_f64() * 1000.0);
         let label = redact(&e.what.label(), r);
         let line = match (e.actor, &e.what) {
             (Actor::Source, _) => format!("{:<COL$} |", clip(&label, COL)),
             (Actor::Target, _) => format!("{:<COL$} | {}", "", clip(&label, COL)),
-            (Actor::Kit, What::Point { .. }) => format!("{:=^w$}", format!(" hold {label} "), w = 2 * COL + 3),
+            (Actor::Kit, What::Point { .. }) => {
+                format!("{:=^w$}", format!(" hold {label} "), w = 2 * COL + 3)
+            }
             (Actor::Kit, _) => format!("{:-^w$}", format!(" kit: {label} "), w = 2 * COL + 3),
             (Actor::Cpr | Actor::Main, _) => {
                 let chan = e.actor.name();
@@ -57,7 +69,11 @@ pub fn draw(r: &TrialRecord, verdicts: &[Verdict]) -> String {
         let _ = writeln!(out);
     }
     if r.kept_dir {
-        let _ = writeln!(out, "\n  kept: {} (logs: source.log, target.log)", r.dir.display());
+        let _ = writeln!(
+            out,
+            "\n  kept: {} (logs: source.log, target.log)",
+            r.dir.display()
+        );
     }
     out
 }

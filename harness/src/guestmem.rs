@@ -33,11 +33,18 @@ impl GuestRam {
                 let file = File::open(e.path())?;
                 let inode = file.metadata()?.ino();
                 if mapped.contains(&inode) {
-                    return Ok(GuestRam { file, inode, probe: probe.clone() });
+                    return Ok(GuestRam {
+                        file,
+                        inode,
+                        probe: probe.clone(),
+                    });
                 }
             }
         }
-        Err(io::Error::new(io::ErrorKind::NotFound, format!("pid {pid} holds no memfd named {}", probe.ram_memfd_name)))
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("pid {pid} holds no memfd named {}", probe.ram_memfd_name),
+        ))
     }
 
     pub fn inode(&self) -> u64 {
@@ -48,18 +55,27 @@ impl GuestRam {
     pub fn counter(&self) -> io::Result<u64> {
         let mut buf = [0u8; 8];
         let w = usize::from(self.probe.counter_width).min(8);
-        self.file.read_exact_at(&mut buf[..w], self.probe.counter_offset)?;
+        self.file
+            .read_exact_at(&mut buf[..w], self.probe.counter_offset)?;
         Ok(u64::from_le_bytes(buf))
     }
 
     /// Checks the last records up to `counter`: each slot holds its own sequence
     /// number and check word. Returns the first inconsistency.
     pub fn check_ring(&self, counter: u64) -> io::Result<Result<(), String>> {
-        let Some(RecordRing { offset, entries, check }) = self.probe.ring else { return Ok(Ok(())) };
+        let Some(RecordRing {
+            offset,
+            entries,
+            check,
+        }) = self.probe.ring
+        else {
+            return Ok(Ok(()));
+        };
         let first = counter.saturating_sub(entries - 1).max(1);
         for seq in first..=counter {
             let mut rec = [0u8; 16];
-            self.file.read_exact_at(&mut rec, offset + (seq % entries) * 16)?;
+            self.file
+                .read_exact_at(&mut rec, offset + (seq % entries) * 16)?;
             let got = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
             let chk = u64::from_le_bytes(rec[8..].try_into().expect("8 bytes"));
             if got < seq || chk != got ^ check {
@@ -108,13 +124,25 @@ mod tests {
             ram_memfd_name: name.clone(),
             counter_offset: 0x1000,
             counter_width: 8,
-            ring: Some(RecordRing { offset: 0x2000, entries: 4, check }),
+            ring: Some(RecordRing {
+                offset: 0x2000,
+                entries: 4,
+                check,
+            }),
         };
         let ram = GuestRam::open(std::process::id() as i32, &probe).unwrap();
         assert_eq!(ram.counter().unwrap(), 7);
         assert_eq!(ram.check_ring(7).unwrap(), Ok(()));
-        assert!(ram.check_ring(9).unwrap().is_err(), "records 8 and 9 were never written");
+        assert!(
+            ram.check_ring(9).unwrap().is_err(),
+            "records 8 and 9 were never written"
+        );
         let _ = f.as_raw_fd();
-        assert!(mapped_memfd_inodes(std::process::id() as i32, &name).unwrap().is_empty(), "not mapped");
+        assert!(
+            mapped_memfd_inodes(std::process::id() as i32, &name)
+                .unwrap()
+                .is_empty(),
+            "not mapped"
+        );
     }
 }

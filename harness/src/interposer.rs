@@ -151,7 +151,12 @@ impl Shared {
     fn pass_gate(&self) {
         let mut held = self.gate.0.lock().expect("gate lock");
         while *held {
-            held = self.gate.1.wait_timeout(held, Duration::from_millis(50)).expect("gate lock").0;
+            held = self
+                .gate
+                .1
+                .wait_timeout(held, Duration::from_millis(50))
+                .expect("gate lock")
+                .0;
             if stopping(&self.stop) {
                 return;
             }
@@ -162,7 +167,12 @@ impl Shared {
     fn close_gate(&self) {
         let mut held = self.gate.0.lock().expect("gate lock");
         while *held {
-            held = self.gate.1.wait_timeout(held, Duration::from_millis(50)).expect("gate lock").0;
+            held = self
+                .gate
+                .1
+                .wait_timeout(held, Duration::from_millis(50))
+                .expect("gate lock")
+                .0;
             if stopping(&self.stop) {
                 break;
             }
@@ -212,7 +222,11 @@ impl Interposer {
                     .spawn(move || accept_loop(listener, route, shared))?,
             );
         }
-        Ok(Interposer { shared, stop_tx: Some(stop_tx), threads })
+        Ok(Interposer {
+            shared,
+            stop_tx: Some(stop_tx),
+            threads,
+        })
     }
 
     pub fn traffic(&self) -> &Traffic {
@@ -241,7 +255,10 @@ impl Drop for Interposer {
 /// Waits until `fd` is readable; false when the interposer is stopping.
 fn wait_readable(fd: &impl AsFd, stop: &OwnedFd) -> bool {
     loop {
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN), PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(fd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {
                 if fds[1].revents().is_some_and(|r| !r.is_empty()) {
@@ -261,27 +278,45 @@ fn accept_loop(listener: UnixListener, route: Route, shared: Arc<Shared>) {
     let actor = route.chan.actor();
     let mut pumps = Vec::new();
     while wait_readable(&listener, &shared.stop) {
-        let Ok((front, _)) = listener.accept() else { continue };
-        shared.timeline.record(actor, What::Channel("source connected".into()));
+        let Ok((front, _)) = listener.accept() else {
+            continue;
+        };
+        shared
+            .timeline
+            .record(actor, What::Channel("source connected".into()));
         let back = match UnixStream::connect(&route.back) {
             Ok(b) => b,
             Err(e) => {
-                shared.timeline.record(actor, What::Channel(format!("connect to target failed: {}", errno_name(&e))));
+                shared.timeline.record(
+                    actor,
+                    What::Channel(format!("connect to target failed: {}", errno_name(&e))),
+                );
                 refuse(&front, &shared);
                 continue;
             }
         };
-        shared.timeline.record(actor, What::Channel("connected to target".into()));
+        shared
+            .timeline
+            .record(actor, What::Channel("connected to target".into()));
         if route.chan == Chan::Cpr {
-            shared.traffic.target_contacted.store(true, Ordering::SeqCst);
+            shared
+                .traffic
+                .target_contacted
+                .store(true, Ordering::SeqCst);
         }
-        let pair = Arc::new(Pair { front, back, closed: AtomicBool::new(false), target_done: Default::default() });
+        let pair = Arc::new(Pair {
+            front,
+            back,
+            closed: AtomicBool::new(false),
+            target_done: Default::default(),
+        });
         for dir in [Dir::ToTarget, Dir::ToSource] {
             let pair = Arc::clone(&pair);
             let shared = Arc::clone(&shared);
             let chan = route.chan;
-            if let Ok(h) =
-                std::thread::Builder::new().name("interposer-pump".into()).spawn(move || pump(chan, dir, pair, shared))
+            if let Ok(h) = std::thread::Builder::new()
+                .name("interposer-pump".into())
+                .spawn(move || pump(chan, dir, pair, shared))
             {
                 pumps.push(h);
             }
@@ -297,7 +332,8 @@ fn accept_loop(listener: UnixListener, route: Route, shared: Arc<Shared>) {
 /// sending never races the close), drops it, and closes the connection.
 fn refuse(front: &UnixStream, shared: &Shared) {
     let mut fds = [PollFd::new(front.as_fd(), PollFlags::POLLIN)];
-    let bound = PollTimeout::try_from(EOF_ORDER_BOUND.as_millis() as i32).unwrap_or(PollTimeout::NONE);
+    let bound =
+        PollTimeout::try_from(EOF_ORDER_BOUND.as_millis() as i32).unwrap_or(PollTimeout::NONE);
     if poll(&mut fds, bound).is_ok_and(|n| n > 0) {
         let mut buf = vec![0u8; 64 * 1024];
         // The fds received here close as the result drops.
@@ -349,7 +385,12 @@ impl Pair {
             if left.is_zero() {
                 return;
             }
-            done = self.target_done.1.wait_timeout(done, left.min(Duration::from_millis(20))).expect("pair lock").0;
+            done = self
+                .target_done
+                .1
+                .wait_timeout(done, left.min(Duration::from_millis(20)))
+                .expect("pair lock")
+                .0;
         }
     }
 }
@@ -371,7 +412,13 @@ fn hold(shared: &Shared, step: Step, chan: Chan, dir: Dir, bytes: usize, fds: us
         return Directive::Forward;
     }
     shared.close_gate();
-    let d = (shared.on_hold)(Held { step, chan, dir, bytes, fds });
+    let d = (shared.on_hold)(Held {
+        step,
+        chan,
+        dir,
+        bytes,
+        fds,
+    });
     shared.open_gate();
     d
 }
@@ -406,7 +453,10 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 if !pair.is_closed() {
-                    shared.timeline.record(actor, What::Channel(format!("read from {from_name}: {}", errno_name(&e))));
+                    shared.timeline.record(
+                        actor,
+                        What::Channel(format!("read from {from_name}: {}", errno_name(&e))),
+                    );
                 }
                 (0, Vec::new())
             }
@@ -417,8 +467,8 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
         if n == 0 && fds.is_empty() {
             // EOF: the point where the target has loaded the CPR state and closed.
             if chan == Chan::Cpr && dir == Dir::ToSource {
-                let d = hold(&shared, Step::TargetInit, chan, dir, 0, 0);
-                if apply_close(d, &pair, &shared, actor) {
+                let d = hold(shared, Step::TargetInit, chan, dir, 0, 0);
+                if apply_close(d, pair, shared, actor) {
                     break;
                 }
             }
@@ -428,7 +478,10 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
             shared.pass_gate();
             if !pair.is_closed() {
                 let _ = to.shutdown(Shutdown::Write);
-                shared.timeline.record(actor, What::Channel(format!("EOF from {from_name} passed to {to_name}")));
+                shared.timeline.record(
+                    actor,
+                    What::Channel(format!("EOF from {from_name} passed to {to_name}")),
+                );
             }
             break;
         }
@@ -446,7 +499,7 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
                 Directive::Forward
             }
         };
-        if apply_close(directive, &pair, &shared, actor) || pair.is_closed() {
+        if apply_close(directive, pair, shared, actor) || pair.is_closed() {
             break;
         }
         let data = &mut buf[..n];
@@ -454,10 +507,14 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
         match directive {
             Directive::Corrupt => {
                 data.iter_mut().for_each(|b| *b ^= 0xff);
-                shared.timeline.record(actor, What::Channel(format!("{n} bytes flipped")));
+                shared
+                    .timeline
+                    .record(actor, What::Channel(format!("{n} bytes flipped")));
             }
             Directive::DropFds => {
-                shared.timeline.record(actor, What::Channel(format!("{} fds dropped", pass.len())));
+                shared
+                    .timeline
+                    .record(actor, What::Channel(format!("{} fds dropped", pass.len())));
                 pass.clear();
             }
             _ => {}
@@ -465,13 +522,19 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
         if let Err(e) = send_all(to, data, &pass) {
             // As with a real socket whose reader went away: the writer's next
             // writes fail, and what the other side already sent still arrives.
-            shared.timeline.record(actor, What::Channel(format!("{to_name} gone ({}): stop reading", errno_name(&e))));
+            shared.timeline.record(
+                actor,
+                What::Channel(format!("{to_name} gone ({}): stop reading", errno_name(&e))),
+            );
             let _ = from.shutdown(Shutdown::Read);
             break;
         }
         count(&shared.traffic, chan, dir, n, pass.len());
         if !pass.is_empty() {
-            shared.timeline.record(actor, What::Channel(format!("{} fds crossed to the {to_name}", pass.len())));
+            shared.timeline.record(
+                actor,
+                What::Channel(format!("{} fds crossed to the {to_name}", pass.len())),
+            );
         }
         // Our copies of the passed fds close here, as `fds` drops.
     }
@@ -482,7 +545,11 @@ fn apply_close(d: Directive, pair: &Pair, shared: &Shared, actor: Actor) -> bool
     match d {
         Directive::Close | Directive::Discard => {
             pair.close();
-            let why = if d == Directive::Close { "closed by the kit" } else { "closed: the sender was killed" };
+            let why = if d == Directive::Close {
+                "closed by the kit"
+            } else {
+                "closed: the sender was killed"
+            };
             shared.timeline.record(actor, What::Channel(why.into()));
             true
         }
@@ -495,13 +562,21 @@ fn apply_close(d: Directive, pair: &Pair, shared: &Shared, actor: Actor) -> bool
 fn recv_cloexec(from: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = [io::IoSliceMut::new(buf)];
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let msg = recvmsg::<()>(from.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(io::Error::from)?;
+    let msg = recvmsg::<()>(
+        from.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
     let mut fds = Vec::new();
     for c in msg.cmsgs().map_err(io::Error::from)? {
         if let ControlMessageOwned::ScmRights(raw) = c {
             // SAFETY: the kernel just installed these fds for us; nobody else owns them.
-            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
         }
     }
     Ok((msg.bytes, fds))
@@ -551,7 +626,15 @@ pub fn errno_name(e: &io::Error) -> String {
 /// The front and back paths of a trial's two channels, under `dir`.
 pub fn routes(dir: &Path, target_cpr: &Path, target_main: &Path) -> Vec<Route> {
     vec![
-        Route { chan: Chan::Cpr, front: dir.join("cpr.sock"), back: target_cpr.to_path_buf() },
-        Route { chan: Chan::Main, front: dir.join("main.sock"), back: target_main.to_path_buf() },
+        Route {
+            chan: Chan::Cpr,
+            front: dir.join("cpr.sock"),
+            back: target_cpr.to_path_buf(),
+        },
+        Route {
+            chan: Chan::Main,
+            front: dir.join("main.sock"),
+            back: target_main.to_path_buf(),
+        },
     ]
 }

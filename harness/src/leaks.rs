@@ -31,7 +31,9 @@ impl FdCensus {
         if let Ok(dir) = fs::read_dir("/proc/self/fd") {
             for e in dir.flatten() {
                 c.total += 1;
-                let Ok(target) = fs::read_link(e.path()) else { continue };
+                let Ok(target) = fs::read_link(e.path()) else {
+                    continue;
+                };
                 let t = target.to_string_lossy();
                 if t.starts_with("/memfd:") {
                     c.memfds += 1;
@@ -60,8 +62,12 @@ impl Leaks {
     pub fn check(before: &FdCensus, run_root: Option<&Path>) -> Leaks {
         let mut leaks = Leaks::default();
         for pid in LIVE.lock().expect("leak register").iter() {
-            let state = crate::process::proc_state(*pid).map(|c| c.to_string()).unwrap_or_else(|| "gone".into());
-            leaks.processes.push(format!("pid {pid} (state {state}) was never reaped"));
+            let state = crate::process::proc_state(*pid)
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "gone".into());
+            leaks
+                .processes
+                .push(format!("pid {pid} (state {state}) was never reaped"));
         }
         leaks.processes.extend(children_of_self());
         if let Some(root) = run_root
@@ -83,7 +89,9 @@ impl Leaks {
 impl std::fmt::Display for Leaks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.is_clean() {
-            return f.write_str("nothing left behind: no process, no trial directory, no memfd or socket fd");
+            return f.write_str(
+                "nothing left behind: no process, no trial directory, no memfd or socket fd",
+            );
         }
         for p in &self.processes {
             writeln!(f, "left behind: process {p}")?;
@@ -105,12 +113,23 @@ impl std::fmt::Display for Leaks {
 fn children_of_self() -> Vec<String> {
     let me = std::process::id().to_string();
     let mut found = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else { return found };
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return found;
+    };
     for e in dir.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
-        let Some((comm, rest)) = stat.rsplit_once(')') else { continue };
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some((comm, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         if fields.get(1) == Some(&me.as_str()) {
             let comm = comm.split_once('(').map(|x| x.1).unwrap_or("?");

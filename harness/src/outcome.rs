@@ -78,18 +78,32 @@ impl Outcome {
             fault,
             migrate,
             migration: r.status().unwrap_or("none").to_string(),
-            source: SideOutcome { prior: Some(r.prior.clone()), end: side_end(&r.source) },
-            target: SideOutcome { prior: None, end: side_end(&r.target) },
+            source: SideOutcome {
+                prior: Some(r.prior.clone()),
+                end: side_end(&r.source),
+            },
+            target: SideOutcome {
+                prior: None,
+                end: side_end(&r.target),
+            },
             steps,
             rules: verdicts
                 .iter()
-                .map(|v| RuleOutcome { rule: v.rule.to_string(), verdict: v.status, evidence: redact(&v.evidence, r) })
+                .map(|v| RuleOutcome {
+                    rule: v.rule.to_string(),
+                    verdict: v.status,
+                    evidence: redact(&v.evidence, r),
+                })
                 .collect(),
         }
     }
 
     /// The rules this trial broke.
     pub fn violations(&self) -> Vec<&str> {
-        self.rules.iter().filter(|r| r.verdict == Status::Fail).map(|r| r.rule.as_str()).collect()
+        self.rules
+            .iter()
+            .filter(|r| r.verdict == Status::Fail)
+            .map(|r| r.rule.as_str())
+            .collect()
     }
 }

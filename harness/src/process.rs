@@ -66,21 +66,32 @@ impl VmmProcess {
     ) -> io::Result<Self> {
         let out = File::options().create(true).append(true).open(log)?;
         let err = out.try_clone()?;
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
         let child = cmd.spawn()?;
         let pid = Pid::from_raw(child.id() as i32);
         leaks::register_process(pid.as_raw());
         let exit: ExitSlot = Arc::default();
         let slot = Arc::clone(&exit);
         let timeline = timeline.clone();
-        let watcher = std::thread::Builder::new().name(format!("watch-{}", role.name())).spawn(move || {
-            let info = wait_exit_nowait(pid);
-            timeline.record(role.into(), What::Exited(info));
-            *slot.0.lock().expect("exit lock") = Some(info);
-            slot.1.notify_all();
-            on_exit(info);
-        })?;
-        Ok(VmmProcess { role, pid, child: Some(child), exit, watcher: Some(watcher) })
+        let watcher = std::thread::Builder::new()
+            .name(format!("watch-{}", role.name()))
+            .spawn(move || {
+                let info = wait_exit_nowait(pid);
+                timeline.record(role.into(), What::Exited(info));
+                *slot.0.lock().expect("exit lock") = Some(info);
+                slot.1.notify_all();
+                on_exit(info);
+            })?;
+        Ok(VmmProcess {
+            role,
+            pid,
+            child: Some(child),
+            exit,
+            watcher: Some(watcher),
+        })
     }
 
     pub fn role(&self) -> Role {
@@ -203,7 +214,11 @@ mod tests {
         let p = VmmProcess::spawn(Role::Target, cmd, &log, &t, |_| {}).unwrap();
         assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(ExitInfo::Code(3)));
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "hello\n");
-        assert!(t.entries().iter().any(|e| e.what == What::Exited(ExitInfo::Code(3))));
+        assert!(
+            t.entries()
+                .iter()
+                .any(|e| e.what == What::Exited(ExitInfo::Code(3)))
+        );
     }
 
     #[test]

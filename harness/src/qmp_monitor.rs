@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use cprkit_qmp::{Client, QmpError, ReceivedEvent};
 use serde_json::{Value, json};
 
-use crate::adapter::{AdapterError, EventSink, MigrateRequest, MigrationInfo, Monitor, VmEvent, until};
+use crate::adapter::{
+    AdapterError, EventSink, MigrateRequest, MigrationInfo, Monitor, VmEvent, until,
+};
 use crate::plan::BadRequest;
 
 /// A connected QMP monitor.
@@ -16,10 +18,19 @@ pub struct QmpMonitor {
 
 impl QmpMonitor {
     /// Connects (retrying while the socket is not there yet) until `deadline`.
-    pub fn connect(path: &Path, deadline: Instant, events: EventSink) -> Result<Self, AdapterError> {
-        let on_event = Box::new(move |ev: ReceivedEvent| events(to_vm_event(&ev.event.event, &ev.event.data)));
-        let client = Client::connect(path, until(deadline).max(Duration::from_millis(1)), on_event)
-            .map_err(|e| AdapterError::Monitor(e.to_string()))?;
+    pub fn connect(
+        path: &Path,
+        deadline: Instant,
+        events: EventSink,
+    ) -> Result<Self, AdapterError> {
+        let on_event =
+            Box::new(move |ev: ReceivedEvent| events(to_vm_event(&ev.event.event, &ev.event.data)));
+        let client = Client::connect(
+            path,
+            until(deadline).max(Duration::from_millis(1)),
+            on_event,
+        )
+        .map_err(|e| AdapterError::Monitor(e.to_string()))?;
         Ok(QmpMonitor { client })
     }
 
@@ -60,13 +71,20 @@ pub fn migrate_channels(req: &MigrateRequest) -> Value {
 
 impl Monitor for QmpMonitor {
     fn prepare_cpr(&mut self) -> Result<(), AdapterError> {
-        self.exec("migrate-set-capabilities", Some(json!({"capabilities": [{"capability": "events", "state": true}]})))?;
-        self.exec("migrate-set-parameters", Some(json!({"mode": "cpr-transfer"})))?;
+        self.exec(
+            "migrate-set-capabilities",
+            Some(json!({"capabilities": [{"capability": "events", "state": true}]})),
+        )?;
+        self.exec(
+            "migrate-set-parameters",
+            Some(json!({"mode": "cpr-transfer"})),
+        )?;
         Ok(())
     }
 
     fn migrate(&mut self, req: &MigrateRequest) -> Result<(), AdapterError> {
-        self.exec("migrate", Some(json!({"channels": migrate_channels(req)}))).map(|_| ())
+        self.exec("migrate", Some(json!({"channels": migrate_channels(req)})))
+            .map(|_| ())
     }
 
     fn cancel(&mut self) -> Result<(), AdapterError> {
@@ -83,7 +101,10 @@ impl Monitor for QmpMonitor {
 
     fn runstate(&mut self) -> Result<String, AdapterError> {
         let v = self.exec("query-status", None)?;
-        v["status"].as_str().map(str::to_string).ok_or_else(|| AdapterError::Monitor(format!("query-status: {v}")))
+        v["status"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| AdapterError::Monitor(format!("query-status: {v}")))
     }
 
     fn migration(&mut self) -> Result<MigrationInfo, AdapterError> {

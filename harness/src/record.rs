@@ -110,7 +110,11 @@ impl TrialRecord {
 
     /// The source's final migration status, as reported.
     pub fn status(&self) -> Option<&str> {
-        self.source.migration.as_ref().map(|m| m.status.as_str()).or_else(|| self.last_migration_event(Actor::Source))
+        self.source
+            .migration
+            .as_ref()
+            .map(|m| m.status.as_str())
+            .or_else(|| self.last_migration_event(Actor::Source))
     }
 
     pub fn completed(&self) -> bool {
@@ -125,7 +129,10 @@ impl TrialRecord {
     /// The kit killed this side as the trial's fault.
     pub fn killed_by_fault(&self, role: Role) -> bool {
         let f = self.injected_fault();
-        matches!((role, f), (Role::Source, Some(Fault::KillSource)) | (Role::Target, Some(Fault::KillTarget)))
+        matches!(
+            (role, f),
+            (Role::Source, Some(Fault::KillSource)) | (Role::Target, Some(Fault::KillTarget))
+        )
     }
 
     /// Entries of one actor, in arrival order.
@@ -151,7 +158,9 @@ impl TrialRecord {
 
     /// The first entry of the kit's `migrate` action.
     pub fn migrate_at(&self) -> Option<Duration> {
-        self.of(Actor::Kit).find(|e| e.what == What::Action("migrate".into())).map(|e| e.at)
+        self.of(Actor::Kit)
+            .find(|e| e.what == What::Action("migrate".into()))
+            .map(|e| e.at)
     }
 
     /// When a process exited, if it did.
@@ -164,6 +173,8 @@ impl TrialRecord {
 
     /// When the source first reported a status.
     pub fn source_status_at(&self, status: &str) -> Option<Duration> {
-        self.events(Actor::Source).find(|(_, ev)| **ev == VmEvent::Migration(status.into())).map(|(e, _)| e.at)
+        self.events(Actor::Source)
+            .find(|(_, ev)| **ev == VmEvent::Migration(status.into()))
+            .map(|(e, _)| e.at)
     }
 }

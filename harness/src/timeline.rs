@@ -119,7 +119,10 @@ pub struct Timeline {
 
 impl Timeline {
     pub fn new() -> Self {
-        Timeline { start: Instant::now(), inner: Arc::default() }
+        Timeline {
+            start: Instant::now(),
+            inner: Arc::default(),
+        }
     }
 
     pub fn start(&self) -> Instant {
@@ -133,7 +136,13 @@ impl Timeline {
         if what.is_barrier() {
             inner.epoch += 1;
         }
-        let entry = Entry { seq: inner.entries.len() as u64, at, epoch: inner.epoch, actor, what };
+        let entry = Entry {
+            seq: inner.entries.len() as u64,
+            at,
+            epoch: inner.epoch,
+            actor,
+            what,
+        };
         inner.entries.push(entry);
         at
     }
@@ -168,12 +177,30 @@ mod tests {
         t.record(Actor::Target, What::Event(VmEvent::Resume));
         t.record(Actor::Source, What::Event(VmEvent::Stop));
         t.record(Actor::Kit, What::Action("migrate".into()));
-        t.record(Actor::Target, What::Event(VmEvent::Migration("active".into())));
+        t.record(
+            Actor::Target,
+            What::Event(VmEvent::Migration("active".into())),
+        );
         t.record(Actor::Source, What::Sample("runstate running".into()));
-        t.record(Actor::Source, What::Event(VmEvent::Migration("setup".into())));
+        t.record(
+            Actor::Source,
+            What::Event(VmEvent::Migration("setup".into())),
+        );
         let entries = t.entries();
-        let labels: Vec<String> = step_order(&entries).iter().map(|e| e.what.label()).collect();
-        assert_eq!(labels, ["STOP", "RESUME", "migrate", "MIGRATION setup", "MIGRATION active"]);
+        let labels: Vec<String> = step_order(&entries)
+            .iter()
+            .map(|e| e.what.label())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "STOP",
+                "RESUME",
+                "migrate",
+                "MIGRATION setup",
+                "MIGRATION active"
+            ]
+        );
         assert_eq!(entries[2].epoch, 1);
         assert_eq!(entries[0].epoch, 0);
     }

@@ -16,18 +16,32 @@ impl TrialDir {
     /// Creates a fresh 0700 directory under `root` (a run's directory), or, with
     /// `keep`, directly in the system temp dir where it stays after the trial.
     pub fn new(root: &Path, label: &str, keep: bool) -> io::Result<Self> {
-        let label: String =
-            label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(40).collect();
+        let label: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(40)
+            .collect();
         // tempfile creates directories with mode 0700.
         if keep {
-            let dir = tempfile::Builder::new().prefix(&format!("cprkit-{label}-")).tempdir()?;
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("cprkit-{label}-"))
+                .tempdir()?;
             let path = dir.keep();
             Ok(TrialDir { dir: None, path })
         } else {
             // Keep socket paths short (sun_path holds 108 bytes).
             let dir = tempfile::Builder::new().prefix("t").tempdir_in(root)?;
             let path = dir.path().to_path_buf();
-            Ok(TrialDir { dir: Some(dir), path })
+            Ok(TrialDir {
+                dir: Some(dir),
+                path,
+            })
         }
     }
 
@@ -52,7 +66,9 @@ pub struct RunRoot {
 
 impl RunRoot {
     pub fn new() -> io::Result<Self> {
-        Ok(RunRoot { dir: tempfile::Builder::new().prefix("cprkit-run-").tempdir()? })
+        Ok(RunRoot {
+            dir: tempfile::Builder::new().prefix("cprkit-run-").tempdir()?,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -70,7 +86,10 @@ mod tests {
         let root = RunRoot::new().unwrap();
         let d = TrialDir::new(root.path(), "x", false).unwrap();
         let p = d.path().to_path_buf();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         drop(d);
         assert!(!p.exists());
     }

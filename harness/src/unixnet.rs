@@ -10,7 +10,9 @@ const SO_ACCEPTCON: u32 = 0x0001_0000;
 
 /// Whether some socket bound to `path` is listening now.
 pub fn is_listening(path: &Path) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else { return false };
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
     let want = path.to_string_lossy();
     table.lines().skip(1).any(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();

@@ -30,7 +30,9 @@ pub fn run(jobs: usize, samples: usize) -> Result<ExitCode> {
 
     // Interleave the two small measurements so that noise hits both alike.
     let no_fault = plan(&refvmm, &cases, Some("refvmm::memory-running/no-fault"));
-    let one = no_fault.first().ok_or_else(|| anyhow!("no memory-running case"))?;
+    let one = no_fault
+        .first()
+        .ok_or_else(|| anyhow!("no memory-running case"))?;
     let (mut kit, mut whole, mut handover) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..samples {
         let r = run_one(one, root.path(), &opts);
@@ -47,16 +49,47 @@ pub fn run(jobs: usize, samples: usize) -> Result<ExitCode> {
     let started = Instant::now();
     let results = run_all(&matrix, jobs, root.path(), &opts, &|_| {});
     let wall = started.elapsed();
-    let bad = results.iter().filter(|r| !matches!(r.verdicts, Verdicts::Judged { .. })).count();
+    let bad = results
+        .iter()
+        .filter(|r| !matches!(r.verdicts, Verdicts::Judged { .. }))
+        .count();
 
     let (kit, whole, handover) = (median(kit), median(whole), median(handover));
     println!("cprkit bench: refvmm, {jobs} jobs, medians of {samples} samples");
-    println!("  {:<44} {:>10}", "full refvmm matrix (wall)", format!("{:.2} s", wall.as_secs_f64()));
-    println!("  {:<44} {:>10}", format!("  trials ({bad} not judged)"), matrix.len());
-    println!("  {:<44} {:>10}", "  mean per trial (wall / trials)", ms(wall / matrix.len().max(1) as u32));
-    println!("  {:<44} {:>10}", "kit trial, memory-running/no-fault", ms(kit));
-    println!("  {:<44} {:>10}", "bare handover, start to target running", ms(whole));
-    println!("  {:<44} {:>10}", "bare handover, migrate to target running", ms(handover));
-    println!("  {:<44} {:>9.2}x", "kit trial / bare handover", kit.as_secs_f64() / whole.as_secs_f64());
+    println!(
+        "  {:<44} {:>10}",
+        "full refvmm matrix (wall)",
+        format!("{:.2} s", wall.as_secs_f64())
+    );
+    println!(
+        "  {:<44} {:>10}",
+        format!("  trials ({bad} not judged)"),
+        matrix.len()
+    );
+    println!(
+        "  {:<44} {:>10}",
+        "  mean per trial (wall / trials)",
+        ms(wall / matrix.len().max(1) as u32)
+    );
+    println!(
+        "  {:<44} {:>10}",
+        "kit trial, memory-running/no-fault",
+        ms(kit)
+    );
+    println!(
+        "  {:<44} {:>10}",
+        "bare handover, start to target running",
+        ms(whole)
+    );
+    println!(
+        "  {:<44} {:>10}",
+        "bare handover, migrate to target running",
+        ms(handover)
+    );
+    println!(
+        "  {:<44} {:>9.2}x",
+        "kit trial / bare handover",
+        kit.as_secs_f64() / whole.as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }

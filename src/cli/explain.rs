@@ -12,10 +12,15 @@ use cprkit_harness::trialdir::RunRoot;
 use super::{adapters, load_cases};
 
 pub fn run(trial: &str, keep: bool) -> Result<ExitCode> {
-    let id = TrialId::parse(trial)
-        .ok_or_else(|| anyhow!("`{trial}` is not a trial name: write VMM::CASE/POINT, as `cprkit list` prints"))?;
+    let id = TrialId::parse(trial).ok_or_else(|| {
+        anyhow!("`{trial}` is not a trial name: write VMM::CASE/POINT, as `cprkit list` prints")
+    })?;
     let cases = load_cases()?;
-    let planned = plan(&adapters(std::slice::from_ref(&id.vmm))?, &cases, Some(&id.name()));
+    let planned = plan(
+        &adapters(std::slice::from_ref(&id.vmm))?,
+        &cases,
+        Some(&id.name()),
+    );
     let Some(p) = planned.first() else {
         bail!("no trial `{trial}` (see `cprkit list --vmm {}`)", id.vmm);
     };
@@ -23,9 +28,15 @@ pub fn run(trial: &str, keep: bool) -> Result<ExitCode> {
     let result = run_one(p, root.path(), &RunOptions { keep });
     let clean = result.violations().is_empty();
     match result.verdicts {
-        Verdicts::Judged { record, verdicts, .. } => {
+        Verdicts::Judged {
+            record, verdicts, ..
+        } => {
             print!("{}", draw(&record, &verdicts));
-            Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Verdicts::Error(e) => bail!("the trial could not run: {e}"),
         Verdicts::NotRun(why) => bail!("not run: {why}"),

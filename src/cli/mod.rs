@@ -77,7 +77,9 @@ enum Command {
 }
 
 fn default_jobs() -> usize {
-    std::thread::available_parallelism().map(usize::from).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(2)
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -97,5 +99,8 @@ fn load_cases() -> Result<Vec<Case>> {
 }
 
 fn adapters(names: &[String]) -> Result<Vec<Arc<dyn Adapter>>> {
-    names.iter().map(|n| cprkit_adapters::adapter_for(n).with_context(|| format!("--vmm {n}"))).collect()
+    names
+        .iter()
+        .map(|n| cprkit_adapters::adapter_for(n).with_context(|| format!("--vmm {n}")))
+        .collect()
 }

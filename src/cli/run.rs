@@ -25,7 +25,11 @@ pub fn run(select: &Select, jobs: usize, keep: bool) -> Result<ExitCode> {
     let leaks = Leaks::check(&before, Some(root.path()));
     drop(root);
     eprintln!("leak check: {leaks}");
-    Ok(if ok && leaks.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok && leaks.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Runs trials, printing one progress line per finished trial on stderr.
@@ -45,7 +49,11 @@ pub fn run_with_progress(
             Verdicts::Error(e) => format!("ERROR {e}"),
             Verdicts::NotRun(why) => format!("not run: {why}"),
         };
-        eprintln!("[{n:>3}/{total}] {} ... {what} ({} ms)", r.name(), r.elapsed.as_millis());
+        eprintln!(
+            "[{n:>3}/{total}] {} ... {what} ({} ms)",
+            r.name(),
+            r.elapsed.as_millis()
+        );
     };
     Ok(run_all(planned, jobs, root, opts, &progress))
 }

@@ -37,19 +37,30 @@ pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
             errors.push(format!("{}: {e}", r.name()));
         }
         for rule in r.violations() {
-            *caught.get_mut(vmm).expect("inserted").entry(rule_id(rule)).or_default() += 1;
+            *caught
+                .get_mut(vmm)
+                .expect("inserted")
+                .entry(rule_id(rule))
+                .or_default() += 1;
         }
     }
     let trials_per_vmm = results.len() / names.len().max(1);
-    println!("{:<34} {}", "VMM", MEMORY_RULES.iter().map(|r| format!("{:>6}", r.id)).collect::<String>());
+    println!(
+        "{:<34} {}",
+        "VMM",
+        MEMORY_RULES
+            .iter()
+            .map(|r| format!("{:>7}", r.id))
+            .collect::<String>()
+    );
     let mut ok = errors.is_empty() && leaks.is_clean();
     for name in &names {
         let rules = caught.get(name.as_str()).cloned().unwrap_or_default();
         let cells: String = MEMORY_RULES
             .iter()
             .map(|r| match rules.get(r.id) {
-                Some(n) => format!("{n:>6}"),
-                None => format!("{:>6}", "."),
+                Some(n) => format!("{n:>7}"),
+                None => format!("{:>7}", "."),
             })
             .collect();
         let verdict = judge(name, &rules);
@@ -61,27 +72,46 @@ pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
         println!("ERROR {e}");
     }
     eprintln!("leak check: {leaks}");
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn rule_id(rule: &str) -> &'static str {
-    MEMORY_RULES.iter().find(|r| r.id == rule).map(|r| r.id).unwrap_or("?")
+    MEMORY_RULES
+        .iter()
+        .find(|r| r.id == rule)
+        .map(|r| r.id)
+        .unwrap_or("?")
 }
 
 /// The correct refvmm must break nothing; a mutant must be caught, by its rule.
 fn judge(name: &str, rules: &BTreeMap<&str, usize>) -> Result<String, String> {
     let Some(mutant) = name.strip_prefix("refvmm:") else {
-        return if rules.is_empty() { Ok("clean".into()) } else { Err("VIOLATIONS on the correct refvmm".into()) };
+        return if rules.is_empty() {
+            Ok("clean".into())
+        } else {
+            Err("VIOLATIONS on the correct refvmm".into())
+        };
     };
     if rules.is_empty() {
         return Err("NOT CAUGHT".into());
     }
-    let expected = MUTANT_EXPECTATIONS.iter().find(|(m, _)| *m == mutant).map(|(_, r)| *r).unwrap_or(&[]);
+    let expected = MUTANT_EXPECTATIONS
+        .iter()
+        .find(|(m, _)| *m == mutant)
+        .map(|(_, r)| *r)
+        .unwrap_or(&[]);
     let by: Vec<&str> = rules.keys().copied().collect();
     if expected.iter().any(|e| rules.contains_key(e)) {
         Ok(format!("caught by {}", by.join(", ")))
     } else {
-        Err(format!("caught by {} but not by {}", by.join(", "), expected.join(" or ")))
+        Err(format!(
+            "caught by {} but not by {}",
+            by.join(", "),
+            expected.join(" or ")
+        ))
     }
 }
-

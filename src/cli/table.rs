@@ -5,7 +5,12 @@ use cprkit_harness::rules::{MEMORY_RULES, Status};
 
 /// One line per trial, one column per rule: `.` pass, `F` fail, `-` not applicable.
 pub fn print_table(results: &[TrialResult]) {
-    let width = results.iter().map(|r| r.name().len()).max().unwrap_or(5).max(5);
+    let width = results
+        .iter()
+        .map(|r| r.name().len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     print!("{:<width$}", "trial");
     for rule in MEMORY_RULES {
         print!(" {:^6}", rule.id);
@@ -23,7 +28,14 @@ pub fn print_table(results: &[TrialResult]) {
                     };
                     print!(" {mark:^6}");
                 }
-                println!("  {}", if r.violations().is_empty() { "ok" } else { "VIOLATION" });
+                println!(
+                    "  {}",
+                    if r.violations().is_empty() {
+                        "ok"
+                    } else {
+                        "VIOLATION"
+                    }
+                );
             }
             Verdicts::Error(e) => println!("  ERROR: {e}"),
             Verdicts::NotRun(why) => println!("  not run: {why}"),
@@ -42,7 +54,10 @@ pub fn print_summary(results: &[TrialResult]) -> bool {
     for r in results {
         match &r.verdicts {
             Verdicts::Judged { verdicts, .. } => {
-                let failed: Vec<_> = verdicts.iter().filter(|v| v.status == Status::Fail).collect();
+                let failed: Vec<_> = verdicts
+                    .iter()
+                    .filter(|v| v.status == Status::Fail)
+                    .collect();
                 if failed.is_empty() {
                     ok += 1;
                 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use cprkit_harness::adapter::{Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, Monitor, RecordRing};
+use cprkit_harness::adapter::{
+    Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, Monitor, RecordRing,
+};
 use cprkit_harness::qmp_monitor::QmpMonitor;
 
 use crate::VmmError;
@@ -41,7 +43,8 @@ pub fn refvmm_binary() -> Result<PathBuf, VmmError> {
     if let Some(p) = std::env::var_os("CPRKIT_REFVMM") {
         return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe().map_err(|e| VmmError::Environment(format!("current_exe: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(|e| VmmError::Environment(format!("current_exe: {e}")))?;
     let mut dir = exe.parent().map(PathBuf::from);
     for _ in 0..2 {
         let Some(d) = dir else { break };
@@ -61,14 +64,25 @@ impl RefVmm {
         if let Some(m) = mutant
             && !refvmm::MUTANTS.iter().any(|(n, _)| *n == m)
         {
-            let known = refvmm::MUTANTS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
-            return Err(VmmError::UnknownMutant { name: m.to_string(), known });
+            let known = refvmm::MUTANTS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(VmmError::UnknownMutant {
+                name: m.to_string(),
+                known,
+            });
         }
         let name = match mutant {
             Some(m) => format!("refvmm:{m}"),
             None => "refvmm".to_string(),
         };
-        Ok(RefVmm { name, mutant: mutant.map(str::to_string), binary: refvmm_binary()? })
+        Ok(RefVmm {
+            name,
+            mutant: mutant.map(str::to_string),
+            binary: refvmm_binary()?,
+        })
     }
 
     /// Every mutant refvmm has, with its description.
@@ -84,9 +98,15 @@ impl Adapter for RefVmm {
 
     fn command(&self, spec: &LaunchSpec) -> Result<Command, AdapterError> {
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("--qmp").arg(&spec.monitor).arg("--ram-size").arg(RAM_SIZE.to_string());
+        cmd.arg("--qmp")
+            .arg(&spec.monitor)
+            .arg("--ram-size")
+            .arg(RAM_SIZE.to_string());
         if let Some(inc) = &spec.incoming {
-            cmd.arg("--incoming-cpr").arg(&inc.cpr).arg("--incoming-main").arg(&inc.main);
+            cmd.arg("--incoming-cpr")
+                .arg(&inc.cpr)
+                .arg("--incoming-main")
+                .arg(&inc.main);
         }
         if !spec.shared_ram {
             cmd.arg("--private-ram");
@@ -110,8 +130,17 @@ impl Adapter for RefVmm {
         }
     }
 
-    fn connect(&self, spec: &LaunchSpec, deadline: Instant, events: EventSink) -> Result<Box<dyn Monitor>, AdapterError> {
-        Ok(Box::new(QmpMonitor::connect(&spec.monitor, deadline, events)?))
+    fn connect(
+        &self,
+        spec: &LaunchSpec,
+        deadline: Instant,
+        events: EventSink,
+    ) -> Result<Box<dyn Monitor>, AdapterError> {
+        Ok(Box::new(QmpMonitor::connect(
+            &spec.monitor,
+            deadline,
+            events,
+        )?))
     }
 }
 
@@ -120,10 +149,16 @@ mod tests {
     #[test]
     fn every_mutant_has_an_expectation_and_back() {
         for (m, _) in refvmm::MUTANTS {
-            assert!(super::MUTANT_EXPECTATIONS.iter().any(|(n, _)| n == m), "{m} has no expected rule");
+            assert!(
+                super::MUTANT_EXPECTATIONS.iter().any(|(n, _)| n == m),
+                "{m} has no expected rule"
+            );
         }
         for (m, _) in super::MUTANT_EXPECTATIONS {
-            assert!(refvmm::MUTANTS.iter().any(|(n, _)| n == m), "{m} is no refvmm mutant");
+            assert!(
+                refvmm::MUTANTS.iter().any(|(n, _)| n == m),
+                "{m} is no refvmm mutant"
+            );
         }
     }
 }

@@ -30,17 +30,34 @@ pub fn done2(r: &TrialRecord) -> Verdict {
     if !r.completed() {
         return Verdict::na(ID, "the source did not report completion");
     }
-    let done_at = r.source_status_at("completed").map(ms).unwrap_or_else(|| "?".into());
+    let done_at = r
+        .source_status_at("completed")
+        .map(ms)
+        .unwrap_or_else(|| "?".into());
     // An exit before the final readings (the kit stops every VMM after them).
     if let (Some(x), Some((at, _))) = (r.target.exit, r.exit_at(Actor::Target)) {
-        return Verdict::fail(ID, format!("the source reported completion, but the target {x}"))
-            .with_detail(format!("target ended at {}, completion reported at {done_at}", ms(at)));
+        return Verdict::fail(
+            ID,
+            format!("the source reported completion, but the target {x}"),
+        )
+        .with_detail(format!(
+            "target ended at {}, completion reported at {done_at}",
+            ms(at)
+        ));
     }
     match r.target.runstate.as_deref() {
-        Some("running" | "paused") => Verdict::pass(ID, "the target had loaded the state and was alive"),
-        Some(other) => {
-            Verdict::fail(ID, format!("the source reported completion, but the target never loaded the state (`{other}`)"))
+        Some("running" | "paused") => {
+            Verdict::pass(ID, "the target had loaded the state and was alive")
         }
-        None => Verdict::fail(ID, "the source reported completion, but the target never answered"),
+        Some(other) => Verdict::fail(
+            ID,
+            format!(
+                "the source reported completion, but the target never loaded the state (`{other}`)"
+            ),
+        ),
+        None => Verdict::fail(
+            ID,
+            "the source reported completion, but the target never answered",
+        ),
     }
 }

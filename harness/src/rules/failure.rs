@@ -19,7 +19,10 @@ fn source_unjudgeable(r: &TrialRecord) -> Option<String> {
 /// The source's events after the migrate command.
 fn source_events_after_migrate(r: &TrialRecord) -> Vec<&VmEvent> {
     let from = r.migrate_at().unwrap_or_default();
-    r.events(Actor::Source).filter(|(e, _)| e.at >= from).map(|(_, ev)| ev).collect()
+    r.events(Actor::Source)
+        .filter(|(e, _)| e.at >= from)
+        .map(|(_, ev)| ev)
+        .collect()
 }
 
 pub fn fail1(r: &TrialRecord) -> Verdict {
@@ -28,14 +31,24 @@ pub fn fail1(r: &TrialRecord) -> Verdict {
         return Verdict::na(ID, why);
     }
     if let Some(x) = r.source.exit {
-        return Verdict::fail(ID, format!("the source process died on the failure path: {x}"));
+        return Verdict::fail(
+            ID,
+            format!("the source process died on the failure path: {x}"),
+        );
     }
     let got = r.source.runstate.as_deref().unwrap_or("unknown");
     let bound = format!("bound {} ms", r.settle.as_millis());
     if got == r.prior {
         Verdict::pass(ID, format!("source back to `{got}`")).with_detail(bound)
     } else {
-        Verdict::fail(ID, format!("source ended `{got}`; it was `{}` when migrate came", r.prior)).with_detail(bound)
+        Verdict::fail(
+            ID,
+            format!(
+                "source ended `{got}`; it was `{}` when migrate came",
+                r.prior
+            ),
+        )
+        .with_detail(bound)
     }
 }
 
@@ -47,13 +60,33 @@ pub fn fail2(r: &TrialRecord) -> Verdict {
     let events = source_events_after_migrate(r);
     let stops = events.iter().filter(|e| ***e == VmEvent::Stop).count();
     let resumes = events.iter().filter(|e| ***e == VmEvent::Resume).count();
-    let expected = if r.prior == "running" { stops.min(1) } else { 0 };
-    let detail = format!("after migrate: {stops} STOP, {resumes} RESUME; prior `{}`", r.prior);
+    let expected = if r.prior == "running" {
+        stops.min(1)
+    } else {
+        0
+    };
+    let detail = format!(
+        "after migrate: {stops} STOP, {resumes} RESUME; prior `{}`",
+        r.prior
+    );
     if resumes == expected {
-        Verdict::pass(ID, format!("source resumed {resumes} time(s), as its prior `{}` requires", r.prior)).with_detail(detail)
+        Verdict::pass(
+            ID,
+            format!(
+                "source resumed {resumes} time(s), as its prior `{}` requires",
+                r.prior
+            ),
+        )
+        .with_detail(detail)
     } else if r.prior != "running" {
-        Verdict::fail(ID, format!("source resumed {resumes} time(s) though it was `{}` when migrate came", r.prior))
-            .with_detail(detail)
+        Verdict::fail(
+            ID,
+            format!(
+                "source resumed {resumes} time(s) though it was `{}` when migrate came",
+                r.prior
+            ),
+        )
+        .with_detail(detail)
     } else {
         Verdict::fail(ID, format!("source stopped {stops} time(s) and resumed {resumes} time(s) for one failed transfer"))
             .with_detail(detail)
@@ -89,7 +122,8 @@ pub fn fail3(r: &TrialRecord) -> Verdict {
             return Verdict::fail(ID, why).with_detail(format!("at {}", ms(e.at)));
         }
     }
-    let end_both = r.source.runstate.as_deref() == Some("running") && r.target.runstate.as_deref() == Some("running");
+    let end_both = r.source.runstate.as_deref() == Some("running")
+        && r.target.runstate.as_deref() == Some("running");
     if end_both {
         return Verdict::fail(ID, "both VMs running at the end");
     }
@@ -102,7 +136,9 @@ pub fn fail4(r: &TrialRecord) -> Verdict {
         return Verdict::na(ID, "the transfer did not fail");
     }
     let from = r.migrate_at().unwrap_or_default();
-    if r.events(Actor::Target).any(|(e, ev)| e.at >= from && *ev == VmEvent::Resume) {
+    if r.events(Actor::Target)
+        .any(|(e, ev)| e.at >= from && *ev == VmEvent::Resume)
+    {
         return Verdict::fail(ID, "the target ran (RESUME) although the transfer failed");
     }
     if r.killed_by_fault(Role::Target) {

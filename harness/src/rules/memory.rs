@@ -12,8 +12,11 @@ pub fn mem1(r: &TrialRecord) -> Verdict {
         return Verdict::na(ID, "the target's mappings could not be read at target-init");
     };
     if !mapped.contains(&inode) {
-        return Verdict::fail(ID, "the target does not map the source's RAM memfd: RAM was not handed over in place")
-            .with_detail(format!("source RAM inode {inode}, target maps {mapped:?}"));
+        return Verdict::fail(
+            ID,
+            "the target does not map the source's RAM memfd: RAM was not handed over in place",
+        )
+        .with_detail(format!("source RAM inode {inode}, target maps {mapped:?}"));
     }
     let at_cut = r.cutover.as_ref().and_then(|c| c.counter).map(|(_, b)| b);
     let side = if r.completed() { &r.target } else { &r.source };
@@ -26,18 +29,31 @@ pub fn mem1(r: &TrialRecord) -> Verdict {
                 .with_detail(format!("{cut} at the cut-over, {end} at the end"));
         }
         if let Some(Err(e)) = &side.ring {
-            return Verdict::fail(ID, format!("a guest write was lost on the {who}")).with_detail(e.clone());
+            return Verdict::fail(ID, format!("a guest write was lost on the {who}"))
+                .with_detail(e.clone());
         }
         if side.runstate.as_deref() == Some("running") && side.counter_moving == Some(false) {
-            return Verdict::fail(ID, format!("the {who} runs but its guest counter does not move"));
+            return Verdict::fail(
+                ID,
+                format!("the {who} runs but its guest counter does not move"),
+            );
         }
         if r.completed() && r.prior != "running" && at_cut.is_some() && side.counter != at_cut {
-            return Verdict::fail(ID, "the guest was paused, yet its memory changed across the handover")
-                .with_detail(format!("{at_cut:?} at the cut-over, {:?} at the end", side.counter));
+            return Verdict::fail(
+                ID,
+                "the guest was paused, yet its memory changed across the handover",
+            )
+            .with_detail(format!(
+                "{at_cut:?} at the cut-over, {:?} at the end",
+                side.counter
+            ));
         }
     }
     if side.exit.is_some() {
         return Verdict::pass(ID, "the target maps the source's RAM memfd");
     }
-    Verdict::pass(ID, format!("the target maps the source's RAM memfd; guest memory carries on on the {who}"))
+    Verdict::pass(
+        ID,
+        format!("the target maps the source's RAM memfd; guest memory carries on on the {who}"),
+    )
 }

@@ -40,7 +40,12 @@ pub struct Verdict {
 
 impl Verdict {
     fn new(rule: &'static str, status: Status, evidence: impl Into<String>) -> Self {
-        Verdict { rule, status, evidence: evidence.into(), detail: String::new() }
+        Verdict {
+            rule,
+            status,
+            evidence: evidence.into(),
+            detail: String::new(),
+        }
     }
 
     pub(crate) fn pass(rule: &'static str, evidence: impl Into<String>) -> Self {

@@ -13,7 +13,10 @@ pub fn ord1(r: &TrialRecord) -> Verdict {
     let runstate = c.source_runstate.as_deref().unwrap_or("unknown");
     let moved = c.counter.is_some_and(|(a, b)| b != a);
     let detail = match c.counter {
-        Some((a, b)) => format!("at {}: source runstate {runstate}, guest counter {a} -> {b} during the hold", ms(c.at)),
+        Some((a, b)) => format!(
+            "at {}: source runstate {runstate}, guest counter {a} -> {b} during the hold",
+            ms(c.at)
+        ),
         None => format!("at {}: source runstate {runstate}", ms(c.at)),
     };
     if runstate == "running" || moved {
@@ -23,6 +26,10 @@ pub fn ord1(r: &TrialRecord) -> Verdict {
         }
         Verdict::fail(ID, why).with_detail(detail)
     } else {
-        Verdict::pass(ID, format!("source `{runstate}` and its guest still when the first fd crossed")).with_detail(detail)
+        Verdict::pass(
+            ID,
+            format!("source `{runstate}` and its guest still when the first fd crossed"),
+        )
+        .with_detail(detail)
     }
 }

@@ -13,21 +13,35 @@ pub fn err1(r: &TrialRecord) -> Verdict {
     };
     let what = b.name();
     if let Some(x) = r.source.exit {
-        return Verdict::fail(ID, format!("the source process died on a malformed request ({what}): {x}"));
+        return Verdict::fail(
+            ID,
+            format!("the source process died on a malformed request ({what}): {x}"),
+        );
     }
     match &r.migrate {
         MigrateReply::Refused(_) => {}
-        MigrateReply::Accepted => return Verdict::fail(ID, format!("a malformed request ({what}) was accepted")),
+        MigrateReply::Accepted => {
+            return Verdict::fail(ID, format!("a malformed request ({what}) was accepted"));
+        }
         MigrateReply::NoAnswer(e) => {
-            return Verdict::fail(ID, format!("no answer to a malformed request ({what})")).with_detail(e.clone());
+            return Verdict::fail(ID, format!("no answer to a malformed request ({what})"))
+                .with_detail(e.clone());
         }
         MigrateReply::NotSent => return Verdict::na(ID, "the request was never sent"),
     }
     let from = r.migrate_at().unwrap_or_default();
-    let touched = r.events(Actor::Source).any(|(e, ev)| e.at >= from && matches!(ev, VmEvent::Stop | VmEvent::Resume));
+    let touched = r
+        .events(Actor::Source)
+        .any(|(e, ev)| e.at >= from && matches!(ev, VmEvent::Stop | VmEvent::Resume));
     let rs = r.source.runstate.as_deref().unwrap_or("unknown");
     if touched || rs != r.prior {
-        return Verdict::fail(ID, format!("refused, but the VM state changed (`{}` -> `{rs}`)", r.prior));
+        return Verdict::fail(
+            ID,
+            format!(
+                "refused, but the VM state changed (`{}` -> `{rs}`)",
+                r.prior
+            ),
+        );
     }
     if rs == "running" && r.source.counter_moving == Some(false) {
         return Verdict::fail(ID, "refused, but the guest stopped moving");
@@ -42,7 +56,10 @@ pub fn err2(r: &TrialRecord) -> Verdict {
     }
     if !r.ended_in_time {
         let st = r.status().unwrap_or("unknown");
-        return Verdict::fail(ID, format!("the source's migration never ended (still `{st}`)"));
+        return Verdict::fail(
+            ID,
+            format!("the source's migration never ended (still `{st}`)"),
+        );
     }
     let Some(c) = &r.cancel else {
         return Verdict::pass(ID, "every step ended within its bound");
@@ -51,15 +68,32 @@ pub fn err2(r: &TrialRecord) -> Verdict {
         return Verdict::pass(ID, "the transfer had completed when the cancel came");
     }
     match &c.ended {
-        None => Verdict::fail(ID, format!("after a cancel at {}, the source's migration did not end", c.step))
-            .with_detail(format!("bound {} ms", r.settle.as_millis())),
-        Some(_) if r.source.exit.is_some() => Verdict::fail(ID, "the source process died after the cancel"),
+        None => Verdict::fail(
+            ID,
+            format!(
+                "after a cancel at {}, the source's migration did not end",
+                c.step
+            ),
+        )
+        .with_detail(format!("bound {} ms", r.settle.as_millis())),
+        Some(_) if r.source.exit.is_some() => {
+            Verdict::fail(ID, "the source process died after the cancel")
+        }
         Some(_) => {
             let rs = r.source.runstate.as_deref().unwrap_or("unknown");
             if rs == r.prior {
-                Verdict::pass(ID, format!("the cancel at {} returned the source to `{rs}`", c.step))
+                Verdict::pass(
+                    ID,
+                    format!("the cancel at {} returned the source to `{rs}`", c.step),
+                )
             } else {
-                Verdict::fail(ID, format!("after a cancel at {}, the source stayed `{rs}`, not `{}`", c.step, r.prior))
+                Verdict::fail(
+                    ID,
+                    format!(
+                        "after a cancel at {}, the source stayed `{rs}`, not `{}`",
+                        c.step, r.prior
+                    ),
+                )
             }
         }
     }

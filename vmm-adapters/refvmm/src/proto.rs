@@ -160,10 +160,16 @@ pub fn read_line<R: BufRead>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
         };
         let body = &avail[..if done { take - 1 } else { take }];
         if buf.is_empty() && body.first().is_some_and(|&b| b != b'{') {
-            return Err(io::Error::new(ErrorKind::InvalidData, format!("not a message: first byte {:#04x}", body[0])));
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!("not a message: first byte {:#04x}", body[0]),
+            ));
         }
         if let Some(&bad) = body.iter().find(|&&b| !(b' '..=b'~').contains(&b)) {
-            return Err(io::Error::new(ErrorKind::InvalidData, format!("not a message: byte {bad:#04x}")));
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!("not a message: byte {bad:#04x}"),
+            ));
         }
         buf.extend_from_slice(&avail[..take]);
         r.consume(take);
@@ -217,16 +223,25 @@ mod tests {
     fn read_line_refuses_damaged_framing_without_waiting_for_a_newline() {
         let flipped: Vec<u8> = b"{\"type\":\"go\"}".iter().map(|b| b ^ 0xff).collect();
         let mut r = io::BufReader::new(&flipped[..]);
-        assert_eq!(read_line(&mut r).unwrap_err().kind(), ErrorKind::InvalidData);
+        assert_eq!(
+            read_line(&mut r).unwrap_err().kind(),
+            ErrorKind::InvalidData
+        );
         let mut r = io::BufReader::new(&b"{\"a\":\x01"[..]);
-        assert_eq!(read_line(&mut r).unwrap_err().kind(), ErrorKind::InvalidData);
+        assert_eq!(
+            read_line(&mut r).unwrap_err().kind(),
+            ErrorKind::InvalidData
+        );
     }
 
     #[test]
     fn read_line_distinguishes_eof_and_truncation() {
-        let mut r = io::Cursor::new(b"a\nbc".to_vec());
-        assert_eq!(read_line(&mut r).unwrap(), Some(b"a".to_vec()));
-        assert!(read_line(&mut r).is_err());
+        let mut r = io::Cursor::new(b"{}\n{".to_vec());
+        assert_eq!(read_line(&mut r).unwrap(), Some(b"{}".to_vec()));
+        assert_eq!(
+            read_line(&mut r).unwrap_err().kind(),
+            ErrorKind::UnexpectedEof
+        );
         let mut r = io::Cursor::new(Vec::new());
         assert_eq!(read_line(&mut r).unwrap(), None);
     }

@@ -163,12 +163,16 @@ fn main_stream(vm: &Vm, path: &Path, old_state: RunState, conns: &mut Conns) -> 
     if vm.has(Mutant::FalseCompletion) {
         // The bug: any end of the wait counts as the target's `loaded`, a
         // closed channel or garbage included.
-        crate::log!("main-stream: the wait for loaded ended ({read:?}): taken as loaded (mutant false-completion)");
+        crate::log!(
+            "main-stream: the wait for loaded ended ({read:?}): taken as loaded (mutant false-completion)"
+        );
         return Ok(());
     }
     let line = read
         .map_err(|e| Abort::Failed(format!("main-stream: reading loaded: {e}")))?
-        .ok_or_else(|| Abort::Failed("main-stream: the target closed the main channel before loaded".into()))?;
+        .ok_or_else(|| {
+            Abort::Failed("main-stream: the target closed the main channel before loaded".into())
+        })?;
     proto::expect_bare(&line, "loaded").map_err(|e| Abort::Failed(format!("main-stream: {e}")))?;
     crate::log!("main-stream: the target loaded the state");
     Ok(())

@@ -1,0 +1,300 @@
+//! One case file: parsing it, with errors that name the file, line and field.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cprkit_harness::plan::{FaultPoint, GuestState};
+use serde::Deserialize;
+use serde::de::value::StrDeserializer;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::{CaseError, Profile};
+
+/// One case: a profile, a guest state and the fault points to run them under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// The file stem.
+    pub name: String,
+    /// The file the case was loaded from.
+    pub path: PathBuf,
+    pub description: String,
+    pub profile: Profile,
+    pub guest: GuestState,
+    /// The points to run, in order; `None` is the fault-free handover (first when
+    /// the file says `"all"`).
+    pub points: Vec<Option<FaultPoint>>,
+    /// The bound for the "within a bounded time" checks.
+    pub settle: Duration,
+    /// The bug this case guards, if it is a regression case.
+    pub regression: Option<String>,
+}
+
+/// The keys a case file may have, in the order the docs list them.
+const KEYS: [&str; 6] = [
+    "description",
+    "profile",
+    "guest",
+    "points",
+    "settle-ms",
+    "regression",
+];
+
+/// The default of `settle-ms`.
+pub const DEFAULT_SETTLE_MS: u64 = 1000;
+/// The range `settle-ms` must be in.
+pub const SETTLE_MS_RANGE: std::ops::RangeInclusive<u64> = 50..=60000;
+
+impl Case {
+    /// Reads and checks one case file; its name is the file stem.
+    pub fn load(path: &Path) -> Result<Case, CaseError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CaseError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Case::parse(path, &text)
+    }
+
+    /// Checks the text of a case file as if read from `path` (which names the
+    /// case and is quoted in errors; it is not read).
+    pub fn parse(path: &Path, text: &str) -> Result<Case, CaseError> {
+        let name = case_name(path)?;
+        let src = Source { file: path, text };
+        let table = DeTable::parse(text).map_err(|e| CaseError::Syntax {
+            file: path.to_path_buf(),
+            line: e.span().map_or(1, |s| src.line(s.start)),
+            message: e.message().trim_end().to_string(),
+        })?;
+        let table = table.into_inner();
+
+        // Look at the keys in file order, so the first error reported is the first
+        // in the file.
+        let mut entries: Vec<(&Spanned<_>, &Spanned<DeValue>)> = table.iter().collect();
+        entries.sort_by_key(|(k, _)| k.span().start);
+
+        let mut description = None;
+        let mut profile = None;
+        let mut guest = None;
+        let mut points = None;
+        let mut settle_ms = None;
+        let mut regression = None;
+        for (key, value) in entries {
+            let k: &str = key.get_ref();
+            match k {
+                "description" => description = Some(src.typed::<String>(k, value)?),
+                "profile" => profile = Some(src.variant::<Profile>(k, value)?),
+                "guest" => guest = Some(src.variant::<GuestState>(k, value)?),
+                "points" => points = Some(src.points(value)?),
+                "settle-ms" => settle_ms = Some(src.settle_ms(value)?),
+                "regression" => regression = Some(src.typed::<String>(k, value)?),
+                _ => {
+                    return Err(src.err(
+                        key.span(),
+                        k,
+                        format!(
+                            "unknown field `{k}`, expected one of {}",
+                            KEYS.map(|k| format!("`{k}`")).join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+
+        let missing = |field: &str| src.err(0..0, field, "missing required field".to_string());
+        Ok(Case {
+            name,
+            path: path.to_path_buf(),
+            description: description.unwrap_or_default(),
+            profile: profile.ok_or_else(|| missing("profile"))?,
+            guest: guest.ok_or_else(|| missing("guest"))?,
+            points: points.ok_or_else(|| missing("points"))?,
+            settle: Duration::from_millis(settle_ms.unwrap_or(DEFAULT_SETTLE_MS)),
+            regression,
+        })
+    }
+
+    /// `Ok` if the kit can run this case today; otherwise why not (the runner
+    /// reports its trials as not run, with this reason).
+    pub fn runnable(&self) -> Result<(), String> {
+        match self.profile {
+            Profile::Memory => Ok(()),
+            Profile::VhostUser => Err(
+                "profile `vhost-user` is not built yet: cprkit has no vhost-user device daemon"
+                    .to_string(),
+            ),
+            Profile::VhostKernel => Err(
+                "profile `vhost-kernel` is not built yet: cprkit cannot yet attach \
+                 /dev/vhost-net or /dev/vhost-vsock (this host has neither)"
+                    .to_string(),
+            ),
+        }
+    }
+}
+
+/// The case name of a file: its stem, checked to be usable in a trial name.
+fn case_name(path: &Path) -> Result<String, CaseError> {
+    let bad = |name: String, message: &str| CaseError::BadName {
+        file: path.to_path_buf(),
+        name,
+        message: message.to_string(),
+    };
+    let Some(stem) = path.file_stem() else {
+        return Err(bad(String::new(), "the path has no file name"));
+    };
+    let Some(name) = stem.to_str() else {
+        return Err(bad(stem.to_string_lossy().into_owned(), "not UTF-8"));
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(bad(
+            name.to_string(),
+            "a case name is made of ASCII letters, digits, `-`, `_` and `.`",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// A case file's text, for turning byte offsets into lines.
+struct Source<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// The 1-based line of a byte offset.
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err(&self, span: Range<usize>, field: &str, message: String) -> CaseError {
+        CaseError::Field {
+            file: self.file.to_path_buf(),
+            line: self.line(span.start),
+            field: field.to_string(),
+            message,
+        }
+    }
+
+    /// A value deserialized with serde, so messages are serde's
+    /// ("unknown variant `sleeping`, expected `running` or `paused`").
+    fn typed<T: for<'de> Deserialize<'de>>(
+        &self,
+        field: &str,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Result<T, CaseError> {
+        T::deserialize(ValueDeserializer::from(value.clone()))
+            .map_err(|e| self.err(value.span(), field, e.message().to_string()))
+    }
+
+    /// A unit enum spelled as a string; other types are refused as "expected a
+    /// string" rather than as serde's enum-from-table forms.
+    fn variant<T: for<'de> Deserialize<'de>>(
+        &self,
+        field: &str,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Result<T, CaseError> {
+        let text: String = self.typed(field, value)?;
+        T::deserialize(StrDeserializer::<serde::de::value::Error>::new(&text))
+            .map_err(|e| self.err(value.span(), field, e.to_string()))
+    }
+
+    fn settle_ms(&self, value: &Spanned<DeValue<'_>>) -> Result<u64, CaseError> {
+        let ms: u64 = self.typed("settle-ms", value)?;
+        if !SETTLE_MS_RANGE.contains(&ms) {
+            return Err(self.err(
+                value.span(),
+                "settle-ms",
+                format!(
+                    "{ms} is out of range: write {} to {} (milliseconds)",
+                    SETTLE_MS_RANGE.start(),
+                    SETTLE_MS_RANGE.end()
+                ),
+            ));
+        }
+        Ok(ms)
+    }
+
+    fn points(&self, value: &Spanned<DeValue<'_>>) -> Result<Vec<Option<FaultPoint>>, CaseError> {
+        const HOW: &str = r#"write "all", or a list of "no-fault" and FAULT@STEP, e.g. ["no-fault", "kill-target@cpr-save"]"#;
+        let items = match value.get_ref() {
+            DeValue::String(s) if s == "all" => {
+                return Ok(std::iter::once(None)
+                    .chain(FaultPoint::all().into_iter().map(Some))
+                    .collect());
+            }
+            DeValue::String(s) => {
+                return Err(self.err(
+                    value.span(),
+                    "points",
+                    format!("`{s}` is not \"all\": {HOW}"),
+                ));
+            }
+            DeValue::Array(items) => items,
+            other => {
+                return Err(self.err(
+                    value.span(),
+                    "points",
+                    format!("invalid type: {}; {HOW}", other.type_str()),
+                ));
+            }
+        };
+        if items.is_empty() {
+            return Err(self.err(
+                value.span(),
+                "points",
+                format!("no points: a case must run at least one; {HOW}"),
+            ));
+        }
+        let mut points = Vec::with_capacity(items.len());
+        let mut seen: BTreeMap<Option<FaultPoint>, usize> = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("points[{i}]");
+            let text: String = self.typed(&field, item)?;
+            let point = if text == "no-fault" {
+                None
+            } else {
+                Some(
+                    text.parse::<FaultPoint>()
+                        .map_err(|e| self.err(item.span(), &field, e.to_string()))?,
+                )
+            };
+            if let Some(first) = seen.insert(point, i) {
+                return Err(self.err(
+                    item.span(),
+                    &field,
+                    format!("duplicate point `{text}` (already listed as points[{first}])"),
+                ));
+            }
+            points.push(point);
+        }
+        Ok(points)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_count_from_one() {
+        let src = Source {
+            file: Path::new("x.toml"),
+            text: "a\nb\r\nc",
+        };
+        assert_eq!(src.line(0), 1);
+        assert_eq!(src.line(1), 1);
+        assert_eq!(src.line(2), 2);
+        assert_eq!(src.line(5), 3);
+        assert_eq!(src.line(99), 3);
+    }
+}

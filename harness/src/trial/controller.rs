@@ -1,0 +1,378 @@
+//! The controller's start-up and its small tools: spawning, monitors,
+//! flushes and barriers, signals to the processes.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use crate::adapter::{
+    Adapter, AdapterError, Incoming, LaunchSpec, MigrateRequest, Monitor, Role, VmEvent,
+};
+use crate::guestmem::GuestRam;
+use crate::interposer::{self, Directive, Held, Interposer};
+use crate::plan::{BadRequest, Fault, GuestState, Step};
+use crate::process::VmmProcess;
+use crate::record::{MigrateReply, ProcEnd, TrialRecord};
+use crate::timeline::{Actor, Timeline, What};
+use crate::trialdir::TrialDir;
+use crate::unixnet;
+
+use super::{Controller, STARTUP, Side, Signal, TrialError, TrialSpec};
+
+impl<'a> Controller<'a> {
+    pub(super) fn new(
+        adapter: &'a dyn Adapter,
+        spec: &'a TrialSpec,
+        dir: &'a TrialDir,
+        tx: Sender<Signal>,
+        rx: Receiver<Signal>,
+    ) -> Self {
+        let record = TrialRecord {
+            name: spec.name.clone(),
+            vmm: adapter.name().to_string(),
+            guest: spec.guest,
+            point: spec.point,
+            injected: false,
+            prior: String::new(),
+            migrate: MigrateReply::NotSent,
+            cutover: None,
+            target_init: None,
+            source_ram_inode: None,
+            cancel: None,
+            source: ProcEnd::default(),
+            target: ProcEnd::default(),
+            ended_in_time: true,
+            settle: spec.settle,
+            timeline: Vec::new(),
+            dir: dir.path().to_path_buf(),
+            kept_dir: dir.kept(),
+        };
+        Controller {
+            adapter,
+            spec,
+            dir,
+            timeline: Timeline::new(),
+            tx,
+            rx,
+            deferred: VecDeque::new(),
+            source: None,
+            target: None,
+            interposer: None,
+            source_status: None,
+            hang_pending: false,
+            record,
+        }
+    }
+
+    pub(super) fn fault_at(&self, step: Step) -> Option<Fault> {
+        self.spec.point.filter(|p| p.step == step).map(|p| p.fault)
+    }
+
+    pub(super) fn bad_request(&self) -> Option<BadRequest> {
+        match self.spec.point.map(|p| p.fault) {
+            Some(Fault::BadRequest(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub(super) fn action(&self, what: impl Into<String>) {
+        self.timeline.record(Actor::Kit, What::Action(what.into()));
+    }
+
+    pub(super) fn log(&self, role: Role) -> String {
+        self.dir
+            .join(&format!("{}.log", role.name()))
+            .display()
+            .to_string()
+    }
+
+    pub(super) fn spawn(&self, spec: LaunchSpec) -> Result<Side, TrialError> {
+        let role = spec.role;
+        let cmd = self.adapter.command(&spec)?;
+        let tx = self.tx.clone();
+        let proc = VmmProcess::spawn(
+            role,
+            cmd,
+            Path::new(&self.log(role)),
+            &self.timeline,
+            move |_| {
+                let _ = tx.send(Signal::Exit);
+            },
+        )
+        .map_err(|source| TrialError::Spawn {
+            role: role.name(),
+            source,
+        })?;
+        Ok(Side {
+            proc,
+            spec,
+            monitor: None,
+            ram: None,
+        })
+    }
+
+    pub(super) fn connect(
+        &self,
+        side: &Side,
+        deadline: Instant,
+    ) -> Result<Box<dyn Monitor>, AdapterError> {
+        let role = side.spec.role;
+        let tl = self.timeline.clone();
+        let tx = self.tx.clone();
+        let sink = Box::new(move |ev: VmEvent| {
+            tl.record(role.into(), What::Event(ev.clone()));
+            let _ = tx.send(Signal::Event(role, ev));
+        });
+        self.adapter.connect(&side.spec, deadline, sink)
+    }
+
+    pub(super) fn run(&mut self) -> Result<(), TrialError> {
+        let d = self.dir;
+        let incoming = Incoming {
+            main: d.join("t-main.sock"),
+            cpr: d.join("t-cpr.sock"),
+        };
+        let target_spec = LaunchSpec {
+            role: Role::Target,
+            dir: d.path().to_path_buf(),
+            monitor: d.join("t-qmp.sock"),
+            incoming: Some(incoming.clone()),
+            shared_ram: true,
+        };
+        let source_spec = LaunchSpec {
+            role: Role::Source,
+            dir: d.path().to_path_buf(),
+            monitor: d.join("s-qmp.sock"),
+            incoming: None,
+            shared_ram: self.bad_request() != Some(BadRequest::PrivateRam),
+        };
+
+        // The target first: it must be listening on its cpr socket.
+        let target = self.spawn(target_spec)?;
+        let listening = unixnet::wait_listening(&incoming.cpr, Instant::now() + STARTUP, || {
+            !target.proc.is_alive()
+        });
+        self.target = Some(target);
+        if !listening {
+            return Err(TrialError::Setup {
+                what: "the target never listened on its cpr socket".into(),
+                log: self.log(Role::Target),
+            });
+        }
+
+        // The source, its monitor, its guest running or paused.
+        let mut source = self.spawn(source_spec)?;
+        let mut mon = self.connect(&source, Instant::now() + STARTUP)?;
+        if self.bad_request() != Some(BadRequest::PrivateRam) {
+            source.ram = Some(self.open_ram(source.proc.pid())?);
+            self.record.source_ram_inode = source.ram.as_ref().map(GuestRam::inode);
+            self.wait_guest_started(source.ram.as_ref().expect("just opened"))?;
+        }
+        if self.spec.guest == GuestState::Paused {
+            mon.stop()?;
+        }
+        self.record.prior = mon.runstate()?;
+        mon.prepare_cpr()?;
+        source.monitor = Some(mon);
+        self.source = Some(source);
+
+        // The interposer between them.
+        let tx = self.tx.clone();
+        let on_hold: interposer::HoldHandler = Arc::new(move |held: Held| {
+            let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+            if tx.send(Signal::Hold(held, reply_tx)).is_err() {
+                return Directive::Forward;
+            }
+            reply_rx
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or(Directive::Forward)
+        });
+        let routes = interposer::routes(d.path(), &incoming.cpr, &incoming.main);
+        self.interposer = Some(
+            Interposer::start(&routes, &self.timeline, on_hold).map_err(TrialError::Interposer)?,
+        );
+
+        // target-listen: the last moment before the migrate command.
+        self.barrier_point(Step::TargetListen, "target listening");
+        match self.fault_at(Step::TargetListen) {
+            Some(Fault::KillTarget) => {
+                self.inject();
+                self.kill(Role::Target);
+            }
+            Some(Fault::HangTarget) => {
+                self.inject();
+                self.freeze_target();
+                self.hang_pending = true;
+            }
+            _ => {}
+        }
+
+        // The migrate command.
+        if self.fault_at(Step::SourceStop).is_some() {
+            self.inject();
+        }
+        let req = MigrateRequest {
+            main: routes[1].front.clone(),
+            cpr: routes[0].front.clone(),
+            malformed: self.bad_request(),
+        };
+        self.action("migrate");
+        let reply = self.source_monitor().map(|m| m.migrate(&req));
+        self.record.migrate = match reply {
+            Some(Ok(())) => MigrateReply::Accepted,
+            Some(Err(AdapterError::Refused { command, desc })) => {
+                self.timeline.record(
+                    Actor::Source,
+                    What::Refused {
+                        command,
+                        desc: desc.clone(),
+                    },
+                );
+                MigrateReply::Refused(desc)
+            }
+            Some(Err(e)) => MigrateReply::NoAnswer(e.to_string()),
+            None => MigrateReply::NoAnswer("no monitor".into()),
+        };
+        if self.record.migrate == MigrateReply::Accepted {
+            self.follow_migration();
+        }
+        self.settle();
+        Ok(())
+    }
+
+    pub(super) fn open_ram(&self, pid: i32) -> Result<GuestRam, TrialError> {
+        let probe = self.adapter.guest_probe();
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            match GuestRam::open(pid, &probe) {
+                Ok(r) => return Ok(r),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(TrialError::Setup {
+                        what: format!("guest RAM: {e}"),
+                        log: self.log(Role::Source),
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+
+    /// Waits until the guest has written into its RAM (it is really running).
+    pub(super) fn wait_guest_started(&self, ram: &GuestRam) -> Result<(), TrialError> {
+        let deadline = Instant::now() + STARTUP;
+        while ram.counter().unwrap_or(0) == 0 {
+            if Instant::now() >= deadline {
+                return Err(TrialError::Setup {
+                    what: "the guest counter never moved".into(),
+                    log: self.log(Role::Source),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    pub(super) fn source_monitor(&mut self) -> Option<&mut Box<dyn Monitor>> {
+        self.source.as_mut().and_then(|s| s.monitor.as_mut())
+    }
+
+    pub(super) fn side(&self, role: Role) -> Option<&Side> {
+        match role {
+            Role::Source => self.source.as_ref(),
+            Role::Target => self.target.as_ref(),
+        }
+    }
+
+    pub(super) fn alive(&self, role: Role) -> bool {
+        self.side(role).is_some_and(|s| s.proc.is_alive())
+    }
+
+    /// A monitor round trip on each live side: every event sent before is then in the timeline.
+    pub(super) fn flush(&mut self) -> (Option<String>, Option<String>) {
+        let mut out = (None, None);
+        for role in [Role::Source, Role::Target] {
+            let alive = self.alive(role);
+            let side = match role {
+                Role::Source => self.source.as_mut(),
+                Role::Target => self.target.as_mut(),
+            };
+            if let Some(mon) = side.and_then(|s| s.monitor.as_mut()).filter(|_| alive) {
+                let rs = mon.runstate().ok();
+                match role {
+                    Role::Source => out.0 = rs,
+                    Role::Target => out.1 = rs,
+                }
+            }
+        }
+        out
+    }
+
+    pub(super) fn barrier_point(
+        &mut self,
+        step: Step,
+        note: &str,
+    ) -> (Option<String>, Option<String>) {
+        let states = self.flush();
+        self.timeline.record(
+            Actor::Kit,
+            What::Point {
+                step,
+                note: note.into(),
+            },
+        );
+        states
+    }
+
+    pub(super) fn inject(&mut self) {
+        self.record.injected = true;
+    }
+
+    pub(super) fn kill(&mut self, role: Role) {
+        self.action(format!("SIGKILL {}", role.name()));
+        if let Some(s) = self.side(role) {
+            s.proc.kill();
+        }
+    }
+
+    pub(super) fn freeze_target(&mut self) {
+        self.action("SIGSTOP target");
+        if let Some(t) = &self.target {
+            let _ = t.proc.freeze();
+        }
+    }
+
+    pub(super) fn thaw_target(&mut self) {
+        self.action("SIGCONT target");
+        if let Some(t) = &self.target {
+            let _ = t.proc.thaw();
+        }
+    }
+
+    /// Connects to a side's monitor, retrying while its process lives (bounded).
+    pub(super) fn connect_while_alive(&self, role: Role) -> Option<Box<dyn Monitor>> {
+        let side = self.side(role)?;
+        let deadline = Instant::now() + STARTUP;
+        while side.proc.is_alive() && Instant::now() < deadline {
+            match self.connect(side, Instant::now() + Duration::from_millis(20)) {
+                Ok(m) => return Some(m),
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        None
+    }
+
+    /// Whether a side answers that it is in runstate `want` (false if it cannot answer).
+    pub(super) fn runstate_is(&mut self, role: Role, want: &str) -> bool {
+        if !self.alive(role) {
+            return false;
+        }
+        let side = match role {
+            Role::Source => self.source.as_mut(),
+            Role::Target => self.target.as_mut(),
+        };
+        side.and_then(|s| s.monitor.as_mut())
+            .is_some_and(|m| m.runstate().is_ok_and(|rs| rs == want))
+    }
+}

@@ -1,0 +1,212 @@
+//! What the kit does at a hold point: observe (the cut-over readings,
+//! target-init), then inject the trial's fault.
+
+use std::time::{Duration, Instant};
+
+use crate::adapter::{AdapterError, Role};
+use crate::guestmem::{GuestRam, mapped_memfd_inodes};
+use crate::interposer::{Dir, Directive, Held};
+use crate::plan::{Fault, Step};
+use crate::record::{CancelObs, CutOver, TargetInit};
+use crate::timeline::{Actor, What};
+
+use super::{CUTOVER_WATCH, Controller};
+
+impl Controller<'_> {
+    /// What the kit does at a hold point: observe, then inject the fault if it is here.
+    pub(super) fn on_hold(&mut self, h: Held) -> Directive {
+        // Once the source's migration is over (or the source is gone), nothing
+        // more is under test: what still crosses passes, noted but no barrier.
+        self.flush();
+        self.drain_signals();
+        if self.source_terminal() || !self.alive(Role::Source) {
+            let what = format!("after the migration ended: {} passed", h.step);
+            self.timeline.record(h.chan_actor(), What::Channel(what));
+            return Directive::Forward;
+        }
+        // The target's EOF is target-init only if the target loaded the CPR
+        // state and lives (its monitor answers); a dying target closes too.
+        if h.step == Step::TargetInit && !self.target_ready() {
+            self.timeline.record(
+                Actor::Cpr,
+                What::Channel("the target closed the cpr channel without loading".into()),
+            );
+            return Directive::Forward;
+        }
+        let note = match h.step {
+            Step::CprSave => format!("first fds held ({} fds)", h.fds),
+            Step::TargetInit => "target closed the cpr channel".into(),
+            Step::MainStream => "first bytes from the source held".into(),
+            _ => "first bytes from the target held".into(),
+        };
+        let (src_state, _) = self.barrier_point(h.step, &note);
+        match h.step {
+            Step::CprSave => self.observe_cutover(h, src_state),
+            Step::TargetInit => self.observe_target_init(),
+            _ => {}
+        }
+        let fault = self.fault_at(h.step);
+        let directive = match fault {
+            Some(f) => {
+                self.inject();
+                let d = self.inject_at_hold(f, h);
+                // A barrier: what the VMMs do next comes after the fault.
+                self.action(format!("release: {}", d.describe()));
+                d
+            }
+            None if self.hang_pending => {
+                self.hang_pending = false;
+                self.cancel(h.step);
+                self.thaw_target();
+                Directive::Forward
+            }
+            None => Directive::Forward,
+        };
+        if h.step == Step::CprSave
+            && let Some(c) = self.record.cutover.as_mut()
+        {
+            c.forwarded = matches!(directive, Directive::Forward | Directive::Corrupt);
+        }
+        directive
+    }
+
+    pub(super) fn inject_at_hold(&mut self, fault: Fault, h: Held) -> Directive {
+        // A killed sender never sent the held message.
+        let sender = if h.dir == Dir::ToTarget {
+            Role::Source
+        } else {
+            Role::Target
+        };
+        match fault {
+            Fault::KillTarget | Fault::KillSource => {
+                let role = if fault == Fault::KillTarget {
+                    Role::Target
+                } else {
+                    Role::Source
+                };
+                self.kill(role);
+                if role == sender {
+                    Directive::Discard
+                } else {
+                    Directive::Forward
+                }
+            }
+            Fault::HangTarget => {
+                self.freeze_target();
+                self.cancel(h.step);
+                self.thaw_target();
+                Directive::Forward
+            }
+            Fault::Cancel => {
+                self.cancel(h.step);
+                Directive::Forward
+            }
+            Fault::CprClose | Fault::MainClose => Directive::Close,
+            Fault::CprDropFds => Directive::DropFds,
+            Fault::MainCorrupt => Directive::Corrupt,
+            Fault::BadRequest(_) => Directive::Forward,
+        }
+    }
+
+    /// The VMM's own cancel, then a bounded wait for the source's migration to end.
+    pub(super) fn cancel(&mut self, step: Step) {
+        self.action("migrate_cancel");
+        let refused = match self.source_monitor().map(|m| m.cancel()) {
+            Some(Err(AdapterError::Refused { command, desc })) => {
+                self.timeline.record(
+                    Actor::Source,
+                    What::Refused {
+                        command,
+                        desc: desc.clone(),
+                    },
+                );
+                Some(desc)
+            }
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        };
+        let deadline = Instant::now() + self.spec.settle;
+        while !self.source_terminal_polled()
+            && self.alive(Role::Source)
+            && Instant::now() < deadline
+        {
+            let tick = (Instant::now() + Duration::from_millis(20)).min(deadline);
+            if let Some(s) = self.next_signal(tick, false) {
+                self.note(&s);
+            }
+        }
+        let ended = self
+            .source_terminal()
+            .then(|| self.source_status.clone())
+            .flatten();
+        self.record.cancel = Some(CancelObs {
+            step,
+            refused,
+            ended,
+        });
+    }
+
+    pub(super) fn observe_cutover(&mut self, h: Held, source_runstate: Option<String>) {
+        let ram = self.source.as_ref().and_then(|s| s.ram.as_ref());
+        let counter = ram.and_then(|r| {
+            let before = r.counter().ok()?;
+            std::thread::sleep(CUTOVER_WATCH);
+            Some((before, r.counter().ok()?))
+        });
+        if let Some((a, b)) = counter {
+            self.timeline.record(
+                Actor::Source,
+                What::Sample(format!("guest counter {a} -> {b} while the fds were held")),
+            );
+        }
+        self.record.cutover = Some(CutOver {
+            at: self.timeline.start().elapsed(),
+            fds: h.fds,
+            source_runstate,
+            counter,
+            forwarded: false,
+        });
+    }
+
+    /// Connects the target's monitor, which answers only once the target has
+    /// loaded the CPR state; false when the target dies first.
+    pub(super) fn target_ready(&mut self) -> bool {
+        if self.target.as_ref().is_some_and(|t| t.monitor.is_some()) {
+            return true;
+        }
+        match self.connect_while_alive(Role::Target) {
+            Some(m) => {
+                self.target.as_mut().expect("connected").monitor = Some(m);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// At target-init: which memfds the target maps, and its guest RAM.
+    pub(super) fn observe_target_init(&mut self) {
+        let Some(target) = self.target.as_ref() else {
+            return;
+        };
+        let pid = target.proc.pid();
+        let probe = self.adapter.guest_probe();
+        let mapped_inodes = match mapped_memfd_inodes(pid, &probe.ram_memfd_name) {
+            Ok(set) => Some(set),
+            Err(e) => {
+                self.timeline.record(
+                    Actor::Target,
+                    What::Sample(format!("cannot read its maps: {e}")),
+                );
+                None
+            }
+        };
+        let ram = GuestRam::open(pid, &probe).ok();
+        let at = self.timeline.start().elapsed();
+        self.target.as_mut().expect("checked").ram = ram;
+        self.record.target_init = Some(TargetInit {
+            at,
+            monitor: true,
+            mapped_inodes,
+        });
+    }
+}
