@@ -160,14 +160,14 @@ fn case_name(path: &Path) -> Result<String, CaseError> {
 }
 
 /// A case file's text, for turning byte offsets into lines.
-struct Source<'a> {
-    file: &'a Path,
-    text: &'a str,
+pub(crate) struct Source<'a> {
+    pub(crate) file: &'a Path,
+    pub(crate) text: &'a str,
 }
 
 impl Source<'_> {
     /// The 1-based line of a byte offset.
-    fn line(&self, offset: usize) -> usize {
+    pub(crate) fn line(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
             .iter()
@@ -176,7 +176,7 @@ impl Source<'_> {
             + 1
     }
 
-    fn err(&self, span: Range<usize>, field: &str, message: String) -> CaseError {
+    pub(crate) fn err(&self, span: Range<usize>, field: &str, message: String) -> CaseError {
         CaseError::Field {
             file: self.file.to_path_buf(),
             line: self.line(span.start),

@@ -56,6 +56,7 @@ mod case;
 mod dir;
 mod error;
 mod glob;
+pub mod known;
 mod profile;
 pub mod runner;
 mod trial_id;

@@ -8,7 +8,7 @@ use cprkit_cases::runner::{RunOptions, TrialResult, Verdicts, plan, run_all};
 use cprkit_harness::leaks::{FdCensus, Leaks};
 use cprkit_harness::trialdir::RunRoot;
 
-use super::table::{print_summary, print_table};
+use super::table::{Expectations, print_summary, print_table};
 use super::{Select, adapters, load_cases};
 
 pub fn run(select: &Select, jobs: usize, keep: bool) -> Result<ExitCode> {
@@ -20,8 +20,9 @@ pub fn run(select: &Select, jobs: usize, keep: bool) -> Result<ExitCode> {
     let before = FdCensus::take();
     let root = RunRoot::new().context("creating the run directory")?;
     let results = run_with_progress(&planned, jobs, root.path(), &RunOptions { keep })?;
-    print_table(&results);
-    let ok = print_summary(&results);
+    let expectations = Expectations::load(&results)?;
+    print_table(&results, &expectations);
+    let ok = print_summary(&results, &expectations);
     let leaks = Leaks::check(&before, Some(root.path()));
     drop(root);
     eprintln!("leak check: {leaks}");

@@ -1,10 +1,39 @@
-//! The verdict table and the summary printed at the end of a run.
+//! The verdict table and the summary printed at the end of a run, with each
+//! violation sorted against the VMM's known violations.
 
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use cprkit_cases::known::{KnownViolations, Reconciled, reconcile, snapshots_dir};
 use cprkit_cases::runner::{TrialResult, Verdicts};
 use cprkit_harness::rules::{MEMORY_RULES, Status};
 
-/// One line per trial, one column per rule: `.` pass, `F` fail, `-` not applicable.
-pub fn print_table(results: &[TrialResult]) {
+/// The known violations of each VMM of a run, by VMM name.
+pub struct Expectations {
+    by_vmm: BTreeMap<String, KnownViolations>,
+}
+
+impl Expectations {
+    /// Loads `snapshots/<vmm>/known-violations.toml` for every VMM in `results`.
+    pub fn load(results: &[TrialResult]) -> Result<Self> {
+        let mut by_vmm = BTreeMap::new();
+        for r in results {
+            if !by_vmm.contains_key(&r.id.vmm) {
+                let dir = snapshots_dir().join(r.id.vmm.replace(':', "-"));
+                by_vmm.insert(r.id.vmm.clone(), KnownViolations::load(&dir)?);
+            }
+        }
+        Ok(Expectations { by_vmm })
+    }
+
+    fn known(&self, vmm: &str) -> Option<&KnownViolations> {
+        self.by_vmm.get(vmm)
+    }
+}
+
+/// One line per trial, one column per rule: `.` pass, `F` fail, `K` a known
+/// violation, `-` not applicable.
+pub fn print_table(results: &[TrialResult], exp: &Expectations) {
     let width = results
         .iter()
         .map(|r| r.name().len())
@@ -20,22 +49,29 @@ pub fn print_table(results: &[TrialResult]) {
         print!("{:<width$}", r.name());
         match &r.verdicts {
             Verdicts::Judged { verdicts, .. } => {
+                let known = exp.known(&r.id.vmm);
+                let mut unexpected = false;
+                let mut expected = false;
                 for v in verdicts {
+                    let is_known = known.and_then(|k| k.expecting(&r.name(), v)).is_some();
                     let mark = match v.status {
                         Status::Pass => ".",
+                        Status::Fail if is_known => "K",
                         Status::Fail => "F",
                         Status::NotApplicable => "-",
                     };
+                    unexpected |= v.status == Status::Fail && !is_known;
+                    expected |= is_known;
                     print!(" {mark:^6}");
                 }
-                println!(
-                    "  {}",
-                    if r.violations().is_empty() {
-                        "ok"
-                    } else {
-                        "VIOLATION"
-                    }
-                );
+                let result = if unexpected {
+                    "VIOLATION"
+                } else if expected {
+                    "known"
+                } else {
+                    "ok"
+                };
+                println!("  {result}");
             }
             Verdicts::Error(e) => println!("  ERROR: {e}"),
             Verdicts::NotRun(why) => println!("  not run: {why}"),
@@ -43,34 +79,24 @@ pub fn print_table(results: &[TrialResult]) {
     }
 }
 
-/// The counts, then each violation with its evidence. True when every trial
-/// ran and broke no rule.
-pub fn print_summary(results: &[TrialResult]) -> bool {
-    let mut ok = 0;
-    let mut violating = 0;
-    let mut errors = 0;
-    let mut not_run = 0;
+/// The counts, then each violation with its evidence, the known ones with
+/// their reason, and the known ones no trial reproduced. True when every trial
+/// ran and every violation was known and every known one was seen.
+pub fn print_summary(results: &[TrialResult], exp: &Expectations) -> bool {
+    let (mut passed, mut errors, mut not_run) = (0, 0, 0);
+    let mut per_vmm: BTreeMap<&str, Vec<(String, Vec<cprkit_harness::rules::Verdict>)>> =
+        BTreeMap::new();
     println!();
     for r in results {
         match &r.verdicts {
             Verdicts::Judged { verdicts, .. } => {
-                let failed: Vec<_> = verdicts
-                    .iter()
-                    .filter(|v| v.status == Status::Fail)
-                    .collect();
-                if failed.is_empty() {
-                    ok += 1;
+                if verdicts.iter().all(|v| v.status != Status::Fail) {
+                    passed += 1;
                 }
-                if !failed.is_empty() {
-                    violating += 1;
-                }
-                for v in failed {
-                    if v.detail.is_empty() {
-                        println!("{} {}: {}", v.rule, r.name(), v.evidence);
-                    } else {
-                        println!("{} {}: {} [{}]", v.rule, r.name(), v.evidence, v.detail);
-                    }
-                }
+                per_vmm
+                    .entry(&r.id.vmm)
+                    .or_default()
+                    .push((r.name(), verdicts.clone()));
             }
             Verdicts::Error(e) => {
                 errors += 1;
@@ -82,9 +108,43 @@ pub fn print_summary(results: &[TrialResult]) -> bool {
             }
         }
     }
+    let empty = KnownViolations::default();
+    let (mut unexpected, mut known, mut unseen) = (0, 0, 0);
+    for (vmm, run) in &per_vmm {
+        let k = exp.known(vmm).unwrap_or(&empty);
+        let rec: Reconciled = reconcile(k, run);
+        for (trial, v) in &rec.unexpected {
+            let detail = if v.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", v.detail)
+            };
+            println!("{} {trial}: {}{detail}", v.rule, v.evidence);
+        }
+        for (trial, v, entry) in &rec.expected {
+            println!(
+                "known {} {trial}: {} ({}; {})",
+                v.rule, v.evidence, entry.reason, entry.upstream
+            );
+        }
+        for entry in &rec.unseen {
+            println!(
+                "EXPECTED VIOLATION NOT SEEN {} in {} ({}:{}): {}",
+                entry.rule,
+                entry.trials.join(", "),
+                k.path.display(),
+                entry.line,
+                entry.reason
+            );
+        }
+        unexpected += rec.unexpected.len();
+        known += rec.expected.len();
+        unseen += rec.unseen.len();
+    }
     println!(
-        "{} trials: {ok} passed, {violating} with violations, {errors} errors, {not_run} not run",
-        results.len()
+        "{} trials: {passed} passed, {} with violations ({unexpected} unexpected, {known} known), {unseen} known not seen, {errors} errors, {not_run} not run",
+        results.len(),
+        results.len() - passed - errors - not_run,
     );
-    violating == 0 && errors == 0
+    unexpected == 0 && unseen == 0 && errors == 0
 }

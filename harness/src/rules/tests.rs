@@ -1,1 +1,964 @@
+//! Each rule checker, judged on hand-made records: it passes on the correct
+//! behaviour, fails on the bug it exists for (naming it in its evidence), and
+//! says nothing where the rule does not apply.
+//!
+//! [`Rec`] builds a [`TrialRecord`]; by default a fault-free, completed
+//! handover of a running guest, as a correct VMM and the kit would record it.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rstest::rstest;
+
+use super::{MEMORY_RULES, Status, Verdict, judge, rule};
+use crate::adapter::{MigrationInfo, VmEvent};
+use crate::plan::{BadRequest, Fault, FaultPoint, GuestState, Step};
+use crate::process::ExitInfo;
+use crate::record::{CancelObs, CutOver, MigrateReply, ProcEnd, TargetInit, TrialRecord};
+use crate::timeline::{Actor, Entry, What};
+
+use Status::{Fail, NotApplicable as Na, Pass};
+
+/// The inode of the source's RAM memfd (distinctive, so that evidence can be
+/// checked not to contain it).
+const RAM: u64 = 9_990_001;
+/// The guest counter at the cut-over.
+const CUT: u64 = 7_000_123;
+/// When the kit sends `migrate`, in ms since the trial's start.
+const MIGRATE_MS: u64 = 10;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn migration(status: &str) -> Option<MigrationInfo> {
+    Some(MigrationInfo {
+        status: status.into(),
+        error: None,
+    })
+}
+
+fn is_terminal_event(e: &Entry) -> bool {
+    matches!(&e.what, What::Event(VmEvent::Migration(s)) if matches!(s.as_str(), "completed" | "failed" | "cancelled"))
+}
+
+/// A [`TrialRecord`] under construction.
+#[derive(Debug, Clone)]
+struct Rec(TrialRecord);
+
+impl Rec {
+    /// A fault-free handover of a running guest, completed: the source stops
+    /// before the fds cross, the target maps the same memfd, resumes, and runs.
+    fn handover() -> Self {
+        let r = TrialRecord {
+            name: "memory-running/no-fault".into(),
+            vmm: "testvmm".into(),
+            guest: GuestState::Running,
+            point: None,
+            injected: false,
+            prior: "running".into(),
+            migrate: MigrateReply::Accepted,
+            cutover: Some(CutOver {
+                at: ms(20),
+                fds: 1,
+                source_runstate: Some("finish-migrate".into()),
+                counter: Some((CUT, CUT)),
+                forwarded: true,
+            }),
+            target_init: Some(TargetInit {
+                at: ms(30),
+                monitor: true,
+                mapped_inodes: Some(BTreeSet::from([RAM])),
+            }),
+            source_ram_inode: Some(RAM),
+            cancel: None,
+            source: ProcEnd {
+                runstate: Some("postmigrate".into()),
+                migration: migration("completed"),
+                counter: Some(CUT),
+                ring: Some(Ok(())),
+                ..ProcEnd::default()
+            },
+            target: ProcEnd {
+                runstate: Some("running".into()),
+                migration: migration("completed"),
+                counter: Some(CUT + 500),
+                counter_moving: Some(true),
+                ring: Some(Ok(())),
+                ..ProcEnd::default()
+            },
+            ended_in_time: true,
+            settle: ms(500),
+            timeline: Vec::new(),
+            dir: PathBuf::from("/nonexistent/cprkit-rules-test"),
+            kept_dir: false,
+        };
+        Rec(r)
+            // The guest started before the migrate command: not part of the transfer.
+            .ev(2, Actor::Source, VmEvent::Resume)
+            .point(5, Step::TargetListen, "target listening")
+            .at(MIGRATE_MS, Actor::Kit, What::Action("migrate".into()))
+            .ev(11, Actor::Source, VmEvent::Migration("setup".into()))
+            .ev(12, Actor::Source, VmEvent::Stop)
+            .point(20, Step::CprSave, "first fds held (1 fds)")
+            .point(30, Step::TargetInit, "target closed the cpr channel")
+            .ev(31, Actor::Source, VmEvent::Migration("active".into()))
+            .point(35, Step::MainStream, "first bytes from the source held")
+            .point(38, Step::TargetResume, "first bytes from the target held")
+            .ev(40, Actor::Target, VmEvent::Resume)
+            .ev(45, Actor::Source, VmEvent::Migration("completed".into()))
+            .at(100, Actor::Kit, What::Action("final readings".into()))
+    }
+
+    /// The same with a guest paused when `migrate` came: the kit paused it
+    /// before, nothing resumes it, and its memory stays as it was.
+    fn paused(mut self) -> Self {
+        self.0.guest = GuestState::Paused;
+        self.0.prior = "paused".into();
+        self.0.name = "memory-paused/no-fault".into();
+        self.0.target.runstate = Some("paused".into());
+        self.0.target.counter = Some(CUT);
+        self.0.target.counter_moving = None;
+        self.drop_ev(Actor::Source, VmEvent::Stop)
+            .drop_ev(Actor::Target, VmEvent::Resume)
+            .drop_all(Actor::Source, VmEvent::Resume)
+            .ev(3, Actor::Source, VmEvent::Stop)
+    }
+
+    /// The transfer fails after the fds crossed: the source reports `failed`
+    /// and returns to its prior runstate (resumed once if it was running), the
+    /// target never runs and exits.
+    fn fails(self) -> Self {
+        let running = self.0.prior == "running";
+        let mut rec = self
+            .drop_ev(Actor::Target, VmEvent::Resume)
+            .status(45, "failed")
+            .exits(Actor::Target, 44, ExitInfo::Code(1))
+            .source(|s| {
+                s.counter = Some(CUT + if running { 300 } else { 0 });
+                s.counter_moving = running.then_some(true);
+            });
+        rec.0.source.runstate = Some(rec.0.prior.clone());
+        if running {
+            rec = rec.ev(46, Actor::Source, VmEvent::Resume);
+        }
+        rec
+    }
+
+    /// A malformed request `b`, refused at once: the source carries on as it was.
+    fn refused(b: BadRequest) -> Self {
+        let mut rec = Rec::handover().fault(Fault::BadRequest(b), Step::SourceStop);
+        rec.0
+            .timeline
+            .retain(|e| e.at <= ms(MIGRATE_MS) || e.what == What::Action("final readings".into()));
+        rec.0.migrate = MigrateReply::Refused("channel list is malformed".into());
+        rec.0.cutover = None;
+        rec.0.target_init = None;
+        rec.0.source = ProcEnd {
+            runstate: Some("running".into()),
+            migration: None,
+            counter: Some(CUT + 300),
+            counter_moving: Some(true),
+            ring: Some(Ok(())),
+            ..ProcEnd::default()
+        };
+        rec.0.target = ProcEnd {
+            runstate: None,
+            killed_at_end: true,
+            ..ProcEnd::default()
+        };
+        rec.at(
+            11,
+            Actor::Source,
+            What::Refused {
+                command: "migrate".into(),
+                desc: "channel list is malformed".into(),
+            },
+        )
+    }
+
+    /// The kit's cancel at `step`, which the source obeyed: `cancelled`, back
+    /// to its prior runstate.
+    fn cancelled(step: Step) -> Self {
+        Rec::handover()
+            .fault(Fault::Cancel, step)
+            .at(36, Actor::Kit, What::Action("migrate_cancel".into()))
+            .fails()
+            .status(45, "cancelled")
+            .with(|r| {
+                r.cancel = Some(CancelObs {
+                    step,
+                    refused: None,
+                    ended: Some("cancelled".into()),
+                })
+            })
+    }
+
+    /// Adds an entry at `t` ms (kept in time order; seq and epochs follow).
+    fn at(mut self, t: u64, actor: Actor, what: What) -> Self {
+        self.0.timeline.push(Entry {
+            seq: 0,
+            at: ms(t),
+            epoch: 0,
+            actor,
+            what,
+        });
+        self.renumber()
+    }
+
+    fn ev(self, t: u64, actor: Actor, ev: VmEvent) -> Self {
+        self.at(t, actor, What::Event(ev))
+    }
+
+    fn point(self, t: u64, step: Step, note: &str) -> Self {
+        self.at(
+            t,
+            Actor::Kit,
+            What::Point {
+                step,
+                note: note.into(),
+            },
+        )
+    }
+
+    /// Removes the actor's events `ev` after the migrate command (what came
+    /// before it stays).
+    fn drop_ev(mut self, actor: Actor, ev: VmEvent) -> Self {
+        let what = What::Event(ev);
+        self.0
+            .timeline
+            .retain(|e| !(e.actor == actor && e.what == what && e.at >= ms(MIGRATE_MS)));
+        self.renumber()
+    }
+
+    /// Removes every event `ev` of the actor.
+    fn drop_all(mut self, actor: Actor, ev: VmEvent) -> Self {
+        let what = What::Event(ev);
+        self.0
+            .timeline
+            .retain(|e| !(e.actor == actor && e.what == what));
+        self.renumber()
+    }
+
+    fn renumber(mut self) -> Self {
+        self.0.timeline.sort_by_key(|e| e.at);
+        let mut epoch = 0;
+        for (i, e) in self.0.timeline.iter_mut().enumerate() {
+            if e.what.is_barrier() {
+                epoch += 1;
+            }
+            e.seq = i as u64;
+            e.epoch = epoch;
+        }
+        self
+    }
+
+    /// The trial's fault, injected.
+    fn fault(mut self, fault: Fault, step: Step) -> Self {
+        self.0.point = Some(FaultPoint::new(fault, step).expect("a valid fault point"));
+        self.0.injected = true;
+        self
+    }
+
+    /// The readings at the cut-over hold.
+    fn cut(mut self, runstate: &str, counter: (u64, u64)) -> Self {
+        let c = self.0.cutover.as_mut().expect("a cut-over");
+        c.source_runstate = Some(runstate.into());
+        c.counter = Some(counter);
+        self
+    }
+
+    /// The source's final migration status, reported by its monitor and by an
+    /// event at `t` (replacing the terminal event there was).
+    fn status(mut self, t: u64, status: &str) -> Self {
+        self.0.source.migration = migration(status);
+        self.0
+            .timeline
+            .retain(|e| !(e.actor == Actor::Source && is_terminal_event(e)));
+        self.ev(t, Actor::Source, VmEvent::Migration(status.into()))
+    }
+
+    /// The process ended at `t`, before the final readings: nothing of it after
+    /// `t` (no event, no monitor at the end), but the kit still reads its RAM.
+    fn exits(mut self, actor: Actor, t: u64, x: ExitInfo) -> Self {
+        self.0
+            .timeline
+            .retain(|e| !(e.actor == actor && (e.at > ms(t) || matches!(e.what, What::Exited(_)))));
+        let end = match actor {
+            Actor::Source => &mut self.0.source,
+            Actor::Target => &mut self.0.target,
+            _ => panic!("only a VMM exits"),
+        };
+        *end = ProcEnd {
+            exit: Some(x),
+            counter: end.counter,
+            ..ProcEnd::default()
+        };
+        self.at(t, actor, What::Exited(x))
+    }
+
+    /// Still alive at the end in runstate `rs` (or no monitor), killed by the kit.
+    fn target_left(mut self, rs: Option<&str>) -> Self {
+        self.0
+            .timeline
+            .retain(|e| !(e.actor == Actor::Target && matches!(e.what, What::Exited(_))));
+        self.0.target = ProcEnd {
+            runstate: rs.map(Into::into),
+            killed_at_end: true,
+            ..ProcEnd::default()
+        };
+        self.renumber()
+    }
+
+    fn source(mut self, f: impl FnOnce(&mut ProcEnd)) -> Self {
+        f(&mut self.0.source);
+        self
+    }
+
+    fn target(mut self, f: impl FnOnce(&mut ProcEnd)) -> Self {
+        f(&mut self.0.target);
+        self
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut TrialRecord)) -> Self {
+        f(&mut self.0);
+        self
+    }
+
+    fn build(self) -> TrialRecord {
+        self.0
+    }
+}
+
+/// Runs rule `id` on the record.
+fn check(id: &str, rec: Rec) -> Verdict {
+    let r = rec.build();
+    let v = (rule(id).unwrap_or_else(|| panic!("no rule {id}")).check)(&r);
+    assert_eq!(v.rule, id, "{id}'s checker names another rule");
+    v
+}
+
+/// The verdict has this status and its evidence says `evidence`; evidence
+/// never carries the numbers of one run (times, counters, inodes).
+#[track_caller]
+fn assert_verdict(v: &Verdict, status: Status, evidence: &str) {
+    assert_eq!(v.status, status, "{v:#?}");
+    assert!(
+        v.evidence.contains(evidence),
+        "evidence {:?} does not say {evidence:?}",
+        v.evidence
+    );
+    for unstable in [CUT.to_string(), RAM.to_string(), " ms".into()] {
+        assert!(
+            !v.evidence.contains(&unstable),
+            "evidence {:?} is not stable: {unstable:?}",
+            v.evidence
+        );
+    }
+}
+
+#[test]
+fn the_default_record_is_a_correct_handover() {
+    let r = Rec::handover().build();
+    assert!(r.completed() && !r.failed());
+    assert_eq!(r.migrate_at(), Some(ms(MIGRATE_MS)));
+    assert_eq!(r.source_status_at("completed"), Some(ms(45)));
+    let f = Rec::handover().fails().build();
+    assert!(f.failed() && !f.completed());
+    assert_eq!(f.exit_at(Actor::Target), Some((ms(44), ExitInfo::Code(1))));
+    // Epochs follow the barriers, seq the order.
+    assert!(
+        f.timeline
+            .windows(2)
+            .all(|w| w[0].seq + 1 == w[1].seq && w[0].epoch <= w[1].epoch)
+    );
+}
+
+// ---------------------------------------------------------------- ORD-1
+
+#[rstest]
+#[case::stopped_and_still(Rec::handover(), Pass, "source `finish-migrate` and its guest still")]
+#[case::paused_guest_still(Rec::handover().paused().cut("paused", (CUT, CUT)), Pass, "source `paused` and its guest still")]
+#[case::running_at_cutover(
+    Rec::handover().cut("running", (CUT, CUT)),
+    Fail,
+    "source runstate `running` when the first fd crossed"
+)]
+#[case::counter_moved_while_held(
+    Rec::handover().cut("finish-migrate", (CUT, CUT + 3)),
+    Fail,
+    "source runstate `finish-migrate` when the first fd crossed; the guest counter moved while the fds were held"
+)]
+#[case::stock_qemu_order(
+    Rec::handover().cut("running", (CUT, CUT + 40)),
+    Fail,
+    "`running` when the first fd crossed; the guest counter moved"
+)]
+#[case::no_cutover(Rec::handover().with(|r| r.cutover = None), Na, "no fd crossed the cpr channel")]
+fn ord1(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("ORD-1", rec), status, evidence);
+}
+
+#[test]
+fn ord1_detail_carries_the_counter() {
+    let v = check(
+        "ORD-1",
+        Rec::handover().cut("finish-migrate", (CUT, CUT + 3)),
+    );
+    assert!(
+        v.detail
+            .contains(&format!("guest counter {CUT} -> {}", CUT + 3)),
+        "{}",
+        v.detail
+    );
+    assert!(v.detail.contains("+20.0 ms"), "{}", v.detail);
+}
+
+// ---------------------------------------------------------------- FAIL-1
+
+#[rstest]
+#[case::back_to_running(Rec::handover().fails(), Pass, "source back to `running`")]
+#[case::back_to_paused(Rec::handover().paused().fails(), Pass, "source back to `paused`")]
+#[case::stays_finish_migrate(
+    Rec::handover().fails().source(|s| s.runstate = Some("finish-migrate".into())),
+    Fail,
+    "source ended `finish-migrate`; it was `running` when migrate came"
+)]
+#[case::paused_guest_left_running(
+    Rec::handover().paused().fails().source(|s| s.runstate = Some("running".into())),
+    Fail,
+    "source ended `running`; it was `paused` when migrate came"
+)]
+#[case::no_answer_at_the_end(
+    Rec::handover().fails().source(|s| s.runstate = None),
+    Fail,
+    "source ended `unknown`"
+)]
+#[case::source_crashed(
+    Rec::handover().fails().exits(Actor::Source, 47, ExitInfo::Signal(11)),
+    Fail,
+    "the source process died on the failure path: exited (killed by SIGSEGV)"
+)]
+#[case::cancelled(Rec::cancelled(Step::MainStream), Pass, "source back to `running`")]
+#[case::kill_source_fault(
+    Rec::handover().fault(Fault::KillSource, Step::MainStream).fails().exits(Actor::Source, 36, ExitInfo::Signal(9)),
+    Na,
+    "the kit killed the source"
+)]
+#[case::completed(Rec::handover(), Na, "the transfer did not fail")]
+#[case::refused(Rec::refused(BadRequest::NonUnixCpr), Na, "the transfer did not fail")]
+fn fail1(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("FAIL-1", rec), status, evidence);
+}
+
+#[test]
+fn fail1_judges_a_kill_fault_that_was_never_injected() {
+    // The kill-source point was not reached: the source's death is its own.
+    let rec = Rec::handover()
+        .fault(Fault::KillSource, Step::TargetResume)
+        .with(|r| r.injected = false)
+        .fails()
+        .exits(Actor::Source, 47, ExitInfo::Signal(6));
+    assert_verdict(&check("FAIL-1", rec), Fail, "died on the failure path");
+}
+
+// ---------------------------------------------------------------- FAIL-2
+
+#[rstest]
+#[case::one_stop_one_resume(Rec::handover().fails(), Pass, "source resumed 1 time(s), as its prior `running` requires")]
+#[case::two_resumes(
+    Rec::handover().fails().ev(50, Actor::Source, VmEvent::Resume),
+    Fail,
+    "source stopped 1 time(s) and resumed 2 time(s) for one failed transfer"
+)]
+#[case::resume_without_stop(
+    Rec::handover().fails().drop_ev(Actor::Source, VmEvent::Stop),
+    Fail,
+    "source stopped 0 time(s) and resumed 1 time(s)"
+)]
+#[case::paused_prior_resumed(
+    Rec::handover().paused().fails().ev(46, Actor::Source, VmEvent::Resume),
+    Fail,
+    "source resumed 1 time(s) though it was `paused` when migrate came"
+)]
+#[case::paused_prior_left_alone(Rec::handover().paused().fails(), Pass, "source resumed 0 time(s), as its prior `paused` requires")]
+#[case::no_stop_no_resume(
+    // Failed before the source stopped (e.g. at target-listen): nothing to undo.
+    Rec::handover().fails().drop_ev(Actor::Source, VmEvent::Stop).drop_ev(Actor::Source, VmEvent::Resume),
+    Pass,
+    "source resumed 0 time(s)"
+)]
+#[case::resume_before_migrate_not_counted(
+    Rec::handover().fails().ev(1, Actor::Source, VmEvent::Resume).ev(3, Actor::Source, VmEvent::Resume),
+    Pass,
+    "source resumed 1 time(s)"
+)]
+#[case::kill_source_fault(
+    Rec::handover().fault(Fault::KillSource, Step::CprSave).fails().exits(Actor::Source, 21, ExitInfo::Signal(9)),
+    Na,
+    "the kit killed the source"
+)]
+#[case::completed(Rec::handover(), Na, "the transfer did not fail")]
+fn fail2(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("FAIL-2", rec), status, evidence);
+}
+
+// ---------------------------------------------------------------- FAIL-3
+
+#[rstest]
+#[case::sequential_handover(Rec::handover(), Pass, "never both running")]
+#[case::sequential_failure(Rec::handover().fails(), Pass, "never both running")]
+#[case::target_resume_while_source_runs(
+    // The source never stopped: the target runs beside it.
+    Rec::handover().drop_ev(Actor::Source, VmEvent::Stop),
+    Fail,
+    "both VMs ran: the target resumed while the source was running"
+)]
+#[case::source_resume_after_target_resume(
+    Rec::handover().ev(50, Actor::Source, VmEvent::Resume),
+    Fail,
+    "both VMs ran: the source resumed while the target was running"
+)]
+#[case::target_ran_then_died_then_source_resumed(
+    // kill-target@target-resume after the target's RESUME: the source may run again.
+    Rec::handover().fault(Fault::KillTarget, Step::TargetResume).fails().ev(40, Actor::Target, VmEvent::Resume),
+    Pass,
+    "never both running"
+)]
+#[case::target_stopped_then_source_resumed(
+    Rec::handover().fails().ev(40, Actor::Target, VmEvent::Resume).ev(42, Actor::Target, VmEvent::Stop),
+    Pass,
+    "never both running"
+)]
+#[case::paused_source_target_resumes(
+    Rec::handover().paused().ev(40, Actor::Target, VmEvent::Resume),
+    Pass,
+    "never both running"
+)]
+#[case::both_running_at_the_end(
+    // A VMM that reports no events: the final readings still tell.
+    Rec::handover().drop_ev(Actor::Target, VmEvent::Resume).source(|s| s.runstate = Some("running".into())),
+    Fail,
+    "both VMs running at the end"
+)]
+#[case::refused(Rec::refused(BadRequest::NoMainChannel), Na, "no transfer started")]
+fn fail3(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("FAIL-3", rec), status, evidence);
+}
+
+#[test]
+fn fail3_detail_says_when() {
+    let v = check(
+        "FAIL-3",
+        Rec::handover().ev(50, Actor::Source, VmEvent::Resume),
+    );
+    assert_eq!(v.detail, "at +50.0 ms");
+}
+
+// ---------------------------------------------------------------- FAIL-4
+
+#[rstest]
+#[case::target_exited(Rec::handover().fails(), Pass, "the target exited (status 1)")]
+#[case::target_waits_inmigrate(
+    Rec::handover().fails().target_left(Some("inmigrate")),
+    Fail,
+    "the target still waited for the migration (`inmigrate`) after the source's had ended; the kit had to kill it"
+)]
+#[case::target_without_monitor(
+    Rec::handover().fails().target_left(None),
+    Fail,
+    "the target still waited for the migration (`no monitor`)"
+)]
+#[case::target_resumed(
+    Rec::handover().fails().ev(40, Actor::Target, VmEvent::Resume),
+    Fail,
+    "the target ran (RESUME) although the transfer failed"
+)]
+#[case::target_running_at_the_end(
+    Rec::handover().fails().target_left(Some("running")),
+    Fail,
+    "the target is running after the failed transfer"
+)]
+#[case::target_stays_stopped(
+    Rec::handover().fails().target_left(Some("paused")),
+    Pass,
+    "the target stayed stopped (`paused`)"
+)]
+#[case::never_reached(
+    Rec::handover().fails().with(|r| r.cutover = None).target_left(Some("inmigrate")),
+    Pass,
+    "the target never received the CPR state and never ran"
+)]
+#[case::fds_not_forwarded(
+    // cpr-close@cpr-save: the fds were held and never went on.
+    Rec::handover()
+        .fault(Fault::CprClose, Step::CprSave)
+        .with(|r| r.cutover.as_mut().unwrap().forwarded = false)
+        .fails()
+        .target_left(Some("inmigrate")),
+    Pass,
+    "the target never received the CPR state"
+)]
+#[case::kill_target_fault(
+    Rec::handover().fault(Fault::KillTarget, Step::TargetInit).fails().exits(Actor::Target, 31, ExitInfo::Signal(9)),
+    Pass,
+    "the kit killed the target"
+)]
+#[case::completed(Rec::handover(), Na, "the transfer did not fail")]
+#[case::refused(Rec::refused(BadRequest::PrivateRam), Na, "the transfer did not fail")]
+fn fail4(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("FAIL-4", rec), status, evidence);
+}
+
+// ---------------------------------------------------------------- DONE-1
+
+#[rstest]
+#[case::running(Rec::handover(), Pass, "target `running`, source `postmigrate`")]
+#[case::paused(Rec::handover().paused(), Pass, "target `paused`, source `postmigrate`")]
+#[case::target_not_prior(
+    Rec::handover().target(|t| t.runstate = Some("paused".into())),
+    Fail,
+    "target `paused`, the source was `running`"
+)]
+#[case::paused_guest_resumed_on_target(
+    Rec::handover().paused().target(|t| t.runstate = Some("running".into())),
+    Fail,
+    "target `running`, the source was `paused`"
+)]
+#[case::source_not_postmigrate(
+    Rec::handover().source(|s| s.runstate = Some("finish-migrate".into())),
+    Fail,
+    "source `finish-migrate`, not `postmigrate`"
+)]
+#[case::both_wrong(
+    Rec::handover().source(|s| s.runstate = None).target(|t| t.runstate = Some("inmigrate".into())),
+    Fail,
+    "target `inmigrate`, the source was `running`; source `unknown`, not `postmigrate`"
+)]
+#[case::failed(Rec::handover().fails(), Na, "the transfer did not complete")]
+fn done1(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("DONE-1", rec), status, evidence);
+}
+
+// ---------------------------------------------------------------- DONE-2
+
+#[rstest]
+#[case::target_running(Rec::handover(), Pass, "the target had loaded the state and was alive")]
+#[case::target_paused(Rec::handover().paused(), Pass, "the target had loaded the state and was alive")]
+#[case::completion_known_from_the_event_only(
+    Rec::handover().source(|s| s.migration = None),
+    Pass,
+    "the target had loaded the state and was alive"
+)]
+#[case::target_exited_before_final_readings(
+    Rec::handover().exits(Actor::Target, 50, ExitInfo::Code(1)),
+    Fail,
+    "the source reported completion, but the target exited (status 1)"
+)]
+#[case::target_inmigrate(
+    Rec::handover().target(|t| t.runstate = Some("inmigrate".into())),
+    Fail,
+    "the source reported completion, but the target never loaded the state (`inmigrate`)"
+)]
+#[case::target_never_answered(
+    Rec::handover().target(|t| t.runstate = None),
+    Fail,
+    "the source reported completion, but the target never answered"
+)]
+#[case::failed(Rec::handover().fails(), Na, "the source did not report completion")]
+fn done2(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("DONE-2", rec), status, evidence);
+}
+
+#[test]
+fn done2_detail_orders_exit_and_completion() {
+    let v = check(
+        "DONE-2",
+        Rec::handover().exits(Actor::Target, 50, ExitInfo::Code(1)),
+    );
+    assert_eq!(
+        v.detail,
+        "target ended at +50.0 ms, completion reported at +45.0 ms"
+    );
+}
+
+// ---------------------------------------------------------------- MEM-1
+
+#[rstest]
+#[case::carries_on_on_the_target(
+    Rec::handover(),
+    Pass,
+    "the target maps the source's RAM memfd; guest memory carries on on the target"
+)]
+#[case::paused_guest_unchanged(Rec::handover().paused(), Pass, "guest memory carries on on the target")]
+#[case::carries_on_on_the_source(Rec::handover().fails(), Pass, "guest memory carries on on the source")]
+#[case::inode_not_mapped(
+    // A copy of RAM into a fresh memfd.
+    Rec::handover().with(|r| r.target_init.as_mut().unwrap().mapped_inodes = Some(BTreeSet::from([RAM + 1]))),
+    Fail,
+    "the target does not map the source's RAM memfd: RAM was not handed over in place"
+)]
+#[case::nothing_mapped(
+    Rec::handover().with(|r| r.target_init.as_mut().unwrap().mapped_inodes = Some(BTreeSet::new())),
+    Fail,
+    "the target does not map the source's RAM memfd"
+)]
+#[case::counter_went_back(
+    Rec::handover().target(|t| t.counter = Some(CUT - 1)),
+    Fail,
+    "the guest counter went back on the target"
+)]
+#[case::counter_went_back_on_the_source(
+    Rec::handover().fails().source(|s| s.counter = Some(3)),
+    Fail,
+    "the guest counter went back on the source"
+)]
+#[case::ring_error(
+    Rec::handover().target(|t| t.ring = Some(Err("record 12 missing (slot holds 4)".into()))),
+    Fail,
+    "a guest write was lost on the target"
+)]
+#[case::running_target_counter_still(
+    Rec::handover().target(|t| t.counter_moving = Some(false)),
+    Fail,
+    "the target runs but its guest counter does not move"
+)]
+#[case::paused_guest_memory_changed(
+    Rec::handover().paused().target(|t| t.counter = Some(CUT + 1)),
+    Fail,
+    "the guest was paused, yet its memory changed across the handover"
+)]
+#[case::source_killed(
+    // Nothing to read on a dead source: the in-place handover is all there is.
+    Rec::handover().fault(Fault::KillSource, Step::MainStream).fails().exits(Actor::Source, 36, ExitInfo::Signal(9)).source(|s| s.counter = Some(0)),
+    Pass,
+    "the target maps the source's RAM memfd"
+)]
+#[case::maps_unreadable(
+    Rec::handover().with(|r| r.target_init.as_mut().unwrap().mapped_inodes = None),
+    Na,
+    "the target's mappings could not be read at target-init"
+)]
+#[case::no_target_init(
+    Rec::handover().fault(Fault::KillTarget, Step::CprSave).fails().with(|r| r.target_init = None),
+    Na,
+    "the target never loaded the CPR state"
+)]
+#[case::no_source_inode(Rec::handover().with(|r| r.source_ram_inode = None), Na, "the target never loaded the CPR state")]
+fn mem1(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("MEM-1", rec), status, evidence);
+}
+
+#[test]
+fn mem1_details_name_inodes_and_the_lost_record() {
+    let v = check(
+        "MEM-1",
+        Rec::handover()
+            .with(|r| r.target_init.as_mut().unwrap().mapped_inodes = Some(BTreeSet::from([5]))),
+    );
+    assert_eq!(
+        v.detail,
+        format!("source RAM inode {RAM}, target maps {{5}}")
+    );
+    let v = check(
+        "MEM-1",
+        Rec::handover().target(|t| t.ring = Some(Err("record 12 missing".into()))),
+    );
+    assert_eq!(v.detail, "record 12 missing");
+}
+
+/// A paused guest whose target RAM could not be read at the end (the target
+/// held no readable RAM memfd, so `counter` is `None`): nothing says its memory
+/// changed, yet MEM-1 fails claiming it did. See the report: memory.rs compares
+/// `side.counter != at_cut` with `side.counter == None`.
+#[test]
+#[ignore = "bug in rules/memory.rs: an unread counter is judged as changed memory"]
+fn mem1_unread_counter_is_not_a_change() {
+    let v = check(
+        "MEM-1",
+        Rec::handover().paused().target(|t| t.counter = None),
+    );
+    assert_ne!(v.status, Fail, "{v:#?}");
+}
+
+// ---------------------------------------------------------------- ERR-1
+
+#[rstest]
+#[case::refused_unchanged(
+    Rec::refused(BadRequest::NoMainChannel),
+    Pass,
+    "refused (no-main-channel); the source still `running`"
+)]
+#[case::refused_unchanged_paused(
+    Rec::refused(BadRequest::PrivateRam).with(|r| r.prior = "paused".into()).source(|s| {
+        s.runstate = Some("paused".into());
+        s.counter_moving = None;
+    }),
+    Pass,
+    "refused (private-ram); the source still `paused`"
+)]
+#[case::accepted(
+    Rec::refused(BadRequest::NonUnixCpr).with(|r| r.migrate = MigrateReply::Accepted),
+    Fail,
+    "a malformed request (non-unix-cpr) was accepted"
+)]
+#[case::source_died(
+    Rec::refused(BadRequest::NoMainChannel).exits(Actor::Source, 12, ExitInfo::Signal(6)),
+    Fail,
+    "the source process died on a malformed request (no-main-channel): exited (killed by SIGABRT)"
+)]
+#[case::no_answer(
+    Rec::refused(BadRequest::NoMainChannel).with(|r| r.migrate = MigrateReply::NoAnswer("monitor: EOF".into())),
+    Fail,
+    "no answer to a malformed request (no-main-channel)"
+)]
+#[case::refused_but_stopped(
+    Rec::refused(BadRequest::PrivateRam).source(|s| s.runstate = Some("paused".into())),
+    Fail,
+    "refused, but the VM state changed (`running` -> `paused`)"
+)]
+#[case::refused_but_stopped_and_resumed(
+    // Same runstate at the end, but it was stopped and resumed meanwhile.
+    Rec::refused(BadRequest::PrivateRam).ev(12, Actor::Source, VmEvent::Stop).ev(13, Actor::Source, VmEvent::Resume),
+    Fail,
+    "refused, but the VM state changed (`running` -> `running`)"
+)]
+#[case::refused_but_guest_stuck(
+    Rec::refused(BadRequest::NonUnixCpr).source(|s| s.counter_moving = Some(false)),
+    Fail,
+    "refused, but the guest stopped moving"
+)]
+#[case::never_sent(Rec::refused(BadRequest::NoMainChannel).with(|r| r.migrate = MigrateReply::NotSent), Na, "the request was never sent")]
+#[case::no_bad_request(Rec::handover(), Na, "no malformed request")]
+#[case::other_fault(Rec::handover().fault(Fault::Cancel, Step::CprSave), Na, "no malformed request")]
+fn err1(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("ERR-1", rec), status, evidence);
+}
+
+// ---------------------------------------------------------------- ERR-2
+
+#[rstest]
+#[case::every_step_ended(Rec::handover(), Pass, "every step ended within its bound")]
+#[case::failed_in_time(Rec::handover().fails(), Pass, "every step ended within its bound")]
+#[case::not_ended_in_time(
+    Rec::handover().status(45, "active").with(|r| r.ended_in_time = false),
+    Fail,
+    "the source's migration never ended (still `active`)"
+)]
+#[case::cancel_restores_prior(
+    Rec::cancelled(Step::MainStream),
+    Pass,
+    "the cancel at main-stream returned the source to `running`"
+)]
+#[case::cancel_restores_paused(
+    Rec::handover().paused().fault(Fault::Cancel, Step::TargetInit).fails().status(45, "cancelled").with(|r| {
+        r.cancel = Some(CancelObs { step: Step::TargetInit, refused: None, ended: Some("cancelled".into()) })
+    }),
+    Pass,
+    "the cancel at target-init returned the source to `paused`"
+)]
+#[case::cancel_never_ended(
+    Rec::cancelled(Step::CprSave).status(45, "active").with(|r| r.cancel.as_mut().unwrap().ended = None),
+    Fail,
+    "after a cancel at cpr-save, the source's migration did not end"
+)]
+#[case::cancel_ended_source_still_stopped(
+    Rec::cancelled(Step::TargetResume).source(|s| s.runstate = Some("finish-migrate".into())),
+    Fail,
+    "after a cancel at target-resume, the source stayed `finish-migrate`, not `running`"
+)]
+#[case::cancel_killed_the_source(
+    Rec::cancelled(Step::MainStream).exits(Actor::Source, 47, ExitInfo::Signal(11)),
+    Fail,
+    "the source process died after the cancel"
+)]
+#[case::hang_target_cancel(
+    Rec::handover()
+        .fault(Fault::HangTarget, Step::TargetListen)
+        .fails()
+        .status(45, "cancelled")
+        .with(|r| r.cancel = Some(CancelObs { step: Step::TargetListen, refused: None, ended: Some("cancelled".into()) })),
+    Pass,
+    "the cancel at target-listen returned the source to `running`"
+)]
+#[case::cancel_after_completion(
+    Rec::handover()
+        .fault(Fault::Cancel, Step::TargetResume)
+        .with(|r| r.cancel = Some(CancelObs { step: Step::TargetResume, refused: Some("too late".into()), ended: Some("completed".into()) })),
+    Pass,
+    "the transfer had completed when the cancel came"
+)]
+#[case::refused(Rec::refused(BadRequest::NoMainChannel), Na, "no transfer started")]
+fn err2(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("ERR-2", rec), status, evidence);
+}
+
+// ---------------------------------------------------------------- judge
+
+const CONTRACT_IDS: [&str; 10] = [
+    "ORD-1", "FAIL-1", "FAIL-2", "FAIL-3", "FAIL-4", "DONE-1", "DONE-2", "MEM-1", "ERR-1", "ERR-2",
+];
+
+#[rstest]
+#[case::handover(Rec::handover())]
+#[case::paused(Rec::handover().paused())]
+#[case::failed(Rec::handover().fails())]
+#[case::cancelled(Rec::cancelled(Step::CprSave))]
+#[case::refused(Rec::refused(BadRequest::NonUnixCpr))]
+fn judge_gives_one_verdict_per_rule_in_order(#[case] rec: Rec) {
+    let r = rec.build();
+    let verdicts = judge(&r);
+    let ids: Vec<&str> = verdicts.iter().map(|v| v.rule).collect();
+    let rule_ids: Vec<&str> = MEMORY_RULES.iter().map(|r| r.id).collect();
+    assert_eq!(ids, rule_ids);
+    assert_eq!(ids, CONTRACT_IDS);
+    for (v, rule) in verdicts.iter().zip(MEMORY_RULES) {
+        assert_eq!(
+            *v,
+            (rule.check)(&r),
+            "{} judged differently by judge()",
+            rule.id
+        );
+    }
+}
+
+#[test]
+fn judge_on_correct_trials() {
+    let statuses = |rec: Rec| {
+        judge(&rec.build())
+            .iter()
+            .map(|v| v.status)
+            .collect::<Vec<_>>()
+    };
+    // ORD-1, FAIL-1..4, DONE-1, DONE-2, MEM-1, ERR-1, ERR-2
+    assert_eq!(
+        statuses(Rec::handover()),
+        [Pass, Na, Na, Pass, Na, Pass, Pass, Pass, Na, Pass]
+    );
+    assert_eq!(
+        statuses(Rec::handover().paused()),
+        [Pass, Na, Na, Pass, Na, Pass, Pass, Pass, Na, Pass]
+    );
+    assert_eq!(
+        statuses(Rec::handover().fails()),
+        [Pass, Pass, Pass, Pass, Pass, Na, Na, Pass, Na, Pass]
+    );
+    assert_eq!(
+        statuses(Rec::refused(BadRequest::PrivateRam)),
+        [Na, Na, Na, Na, Na, Na, Na, Na, Pass, Na]
+    );
+}
+
+#[test]
+fn rule_lookup() {
+    for id in CONTRACT_IDS {
+        assert_eq!(rule(id).map(|r| r.id), Some(id));
+        assert!(!rule(id).unwrap().text.is_empty());
+    }
+    assert!(
+        rule("ORD-2").is_none(),
+        "ORD-2 is not a memory-profile rule"
+    );
+    assert!(rule("ord-1").is_none());
+}

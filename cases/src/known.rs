@@ -1,0 +1,315 @@
+//! Known violations: the rules a VMM is known to break, kept per VMM beside its
+//! snapshots (`snapshots/<vmm>/known-violations.toml`), and the reconciliation
+//! of a run against them.
+//!
+//! A violation counts as expected only when an entry names its rule, one of
+//! the entry's trial globs matches the trial, and the entry's `evidence` glob
+//! matches the verdict's evidence: the rule must break *the same way* (as
+//! WebKit's test262 expectations record how a test fails). An entry that no
+//! trial of the run reproduces is itself a failure: "expected violation not
+//! seen". Entries whose trial globs match no trial of the run (a filtered run)
+//! are left out of that check.
+//!
+//! ```toml
+//! [[violation]]
+//! rule = "ORD-1"
+//! trials = ["qemu::memory-running/*"]
+//! evidence = "source runstate `running` when the first fd crossed*"
+//! reason = "QEMU 10.0 saves the CPR state (the fds) before it stops the VM"
+//! upstream = "https://lore.kernel.org/qemu-devel/..."
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use cprkit_harness::rules::{self, Status, Verdict};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::case::Source;
+use crate::{CaseError, glob_match};
+
+/// One known violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownViolation {
+    pub rule: String,
+    /// Globs on full trial names.
+    pub trials: Vec<String>,
+    /// A glob on the verdict's evidence: how the rule breaks.
+    pub evidence: String,
+    pub reason: String,
+    pub upstream: String,
+    /// The line of the entry in its file.
+    pub line: usize,
+}
+
+impl KnownViolation {
+    fn covers_trial(&self, trial: &str) -> bool {
+        self.trials.iter().any(|g| glob_match(g, trial))
+    }
+
+    /// Whether this entry expects `v`, a verdict of `trial`.
+    pub fn expects(&self, trial: &str, v: &Verdict) -> bool {
+        v.status == Status::Fail
+            && v.rule == self.rule
+            && self.covers_trial(trial)
+            && glob_match(&self.evidence, &v.evidence)
+    }
+}
+
+/// The known violations of one VMM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownViolations {
+    pub path: PathBuf,
+    pub entries: Vec<KnownViolation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileForm {
+    #[serde(default)]
+    violation: Vec<Spanned<EntryForm>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryForm {
+    rule: Spanned<String>,
+    trials: Spanned<Vec<String>>,
+    #[serde(default = "any")]
+    evidence: String,
+    reason: Spanned<String>,
+    upstream: Spanned<String>,
+}
+
+fn any() -> String {
+    "*".into()
+}
+
+impl KnownViolations {
+    /// The file name inside a VMM's snapshot directory.
+    pub const FILE: &'static str = "known-violations.toml";
+
+    /// Parses a known-violations file; errors name the file, line and field.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, CaseError> {
+        let src = Source { file: path, text };
+        let form: FileForm = toml::from_str(text).map_err(|e| CaseError::Syntax {
+            file: path.to_path_buf(),
+            line: e.span().map(|s| src.line(s.start)).unwrap_or(1),
+            message: e.message().to_string(),
+        })?;
+        let mut entries = Vec::new();
+        for (i, entry) in form.violation.into_iter().enumerate() {
+            let line = src.line(entry.span().start);
+            let e = entry.into_inner();
+            let field = |name: &str| format!("violation[{i}].{name}");
+            if rules::rule(e.rule.get_ref()).is_none() {
+                let known: Vec<&str> = rules::MEMORY_RULES.iter().map(|r| r.id).collect();
+                return Err(src.err(
+                    e.rule.span(),
+                    &field("rule"),
+                    format!(
+                        "unknown rule `{}` (known: {})",
+                        e.rule.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if e.trials.get_ref().is_empty() {
+                return Err(src.err(
+                    e.trials.span(),
+                    &field("trials"),
+                    "list at least one trial glob".into(),
+                ));
+            }
+            for (name, value) in [("reason", &e.reason), ("upstream", &e.upstream)] {
+                if value.get_ref().trim().is_empty() {
+                    return Err(src.err(value.span(), &field(name), "must not be empty".into()));
+                }
+            }
+            entries.push(KnownViolation {
+                rule: e.rule.into_inner(),
+                trials: e.trials.into_inner(),
+                evidence: e.evidence,
+                reason: e.reason.into_inner(),
+                upstream: e.upstream.into_inner(),
+                line,
+            });
+        }
+        Ok(KnownViolations {
+            path: path.to_path_buf(),
+            entries,
+        })
+    }
+
+    /// Loads `dir/known-violations.toml`; no file means no known violation.
+    pub fn load(dir: &Path) -> Result<Self, CaseError> {
+        let path = dir.join(Self::FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KnownViolations {
+                path,
+                entries: Vec::new(),
+            }),
+            Err(source) => Err(CaseError::Io { path, source }),
+        }
+    }
+
+    /// The entry that expects this verdict, if any.
+    pub fn expecting(&self, trial: &str, v: &Verdict) -> Option<&KnownViolation> {
+        self.entries.iter().find(|k| k.expects(trial, v))
+    }
+}
+
+/// The repository's snapshots directory: `$CPRKIT_SNAPSHOTS` if set, else the
+/// `snapshots/` beside this crate's directory.
+pub fn snapshots_dir() -> PathBuf {
+    match std::env::var_os("CPRKIT_SNAPSHOTS") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("snapshots"),
+    }
+}
+
+/// A run's violations sorted against the known ones.
+#[derive(Debug, Default)]
+pub struct Reconciled<'k> {
+    /// (trial, verdict, the entry that expects it)
+    pub expected: Vec<(String, Verdict, &'k KnownViolation)>,
+    /// (trial, verdict) that no entry expects.
+    pub unexpected: Vec<(String, Verdict)>,
+    /// Entries that cover some trial of the run, yet no trial reproduced.
+    pub unseen: Vec<&'k KnownViolation>,
+}
+
+impl Reconciled<'_> {
+    pub fn is_clean(&self) -> bool {
+        self.unexpected.is_empty() && self.unseen.is_empty()
+    }
+}
+
+/// Sorts the verdicts of a run (trial name, its verdicts) against `known`.
+pub fn reconcile<'k>(known: &'k KnownViolations, run: &[(String, Vec<Verdict>)]) -> Reconciled<'k> {
+    let mut out = Reconciled::default();
+    let mut seen = vec![false; known.entries.len()];
+    for (trial, verdicts) in run {
+        for v in verdicts.iter().filter(|v| v.status == Status::Fail) {
+            match known.entries.iter().position(|k| k.expects(trial, v)) {
+                Some(i) => {
+                    seen[i] = true;
+                    out.expected
+                        .push((trial.clone(), v.clone(), &known.entries[i]));
+                }
+                None => out.unexpected.push((trial.clone(), v.clone())),
+            }
+        }
+    }
+    for (i, k) in known.entries.iter().enumerate() {
+        if !seen[i] && run.iter().any(|(t, _)| k.covers_trial(t)) {
+            out.unseen.push(k);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    const FILE: &str = r#"
+# QEMU 10.0.2
+[[violation]]
+rule = "ORD-1"
+trials = ["qemu::memory-running/*"]
+evidence = "source runstate `running`*"
+reason = "fds before stop"
+upstream = "https://example.org/patch"
+"#;
+
+    fn verdict(rule: &'static str, status: Status, evidence: &str) -> Verdict {
+        Verdict {
+            rule,
+            status,
+            evidence: evidence.into(),
+            detail: String::new(),
+        }
+    }
+
+    fn known() -> KnownViolations {
+        KnownViolations::parse(Path::new("k.toml"), FILE).unwrap()
+    }
+
+    #[test]
+    fn parses_with_the_entry_line() {
+        let k = known();
+        assert_eq!(k.entries.len(), 1);
+        assert_eq!(k.entries[0].line, 3);
+        assert_eq!(k.entries[0].rule, "ORD-1");
+    }
+
+    #[test]
+    fn a_violation_is_expected_only_when_it_breaks_the_same_way() {
+        let k = known();
+        let run = vec![
+            (
+                "qemu::memory-running/no-fault".to_string(),
+                vec![verdict(
+                    "ORD-1",
+                    Status::Fail,
+                    "source runstate `running` when the first fd crossed",
+                )],
+            ),
+            (
+                "qemu::memory-running/cancel@cpr-save".to_string(),
+                vec![verdict("ORD-1", Status::Fail, "the guest counter moved")],
+            ),
+            (
+                "qemu::memory-paused/no-fault".to_string(),
+                vec![verdict("FAIL-4", Status::Fail, "x")],
+            ),
+        ];
+        let r = reconcile(&k, &run);
+        assert_eq!(r.expected.len(), 1);
+        assert_eq!(
+            r.unexpected.len(),
+            2,
+            "another evidence, another rule: unexpected"
+        );
+        assert!(r.unseen.is_empty());
+        assert!(!r.is_clean());
+    }
+
+    #[test]
+    fn an_entry_not_reproduced_is_reported_unless_filtered_out() {
+        let k = known();
+        let clean = vec![(
+            "qemu::memory-running/no-fault".to_string(),
+            vec![verdict("ORD-1", Status::Pass, "ok")],
+        )];
+        assert_eq!(reconcile(&k, &clean).unseen.len(), 1);
+        let other = vec![("qemu::memory-paused/no-fault".to_string(), vec![])];
+        assert!(reconcile(&k, &other).is_clean());
+    }
+
+    #[rstest]
+    #[case(
+        "[[violation]]\nrule = \"ORD-9\"\ntrials = [\"*\"]\nreason = \"r\"\nupstream = \"u\"\n",
+        "k.toml:2: field `violation[0].rule`: unknown rule `ORD-9`"
+    )]
+    #[case(
+        "[[violation]]\nrule = \"ORD-1\"\ntrials = []\nreason = \"r\"\nupstream = \"u\"\n",
+        "k.toml:3: field `violation[0].trials`: list at least one trial glob"
+    )]
+    #[case(
+        "[[violation]]\nrule = \"ORD-1\"\ntrials = [\"*\"]\nreason = \" \"\nupstream = \"u\"\n",
+        "k.toml:4: field `violation[0].reason`: must not be empty"
+    )]
+    #[case("[[violation]]\nrule = \"ORD-1\"\nfrob = 1\n", "k.toml:")]
+    fn malformed_files_name_file_line_and_field(#[case] text: &str, #[case] want: &str) {
+        let e = KnownViolations::parse(Path::new("k.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(want), "{e}");
+    }
+}
