@@ -148,6 +148,10 @@ pub trait Monitor: Send {
 pub trait Adapter: Send + Sync {
     /// The name used in trial names: `refvmm`, `refvmm:legacy-stop-order`, `qemu`.
     fn name(&self) -> &str;
+    /// The VMM's version, as reports print it.
+    fn version(&self) -> String {
+        "unknown".into()
+    }
     /// The snapshot directory under snapshots/ for this adapter's trials.
     fn snapshot_dir(&self) -> String {
         self.name().replace(':', "-")

@@ -96,6 +96,10 @@ impl Adapter for RefVmm {
         &self.name
     }
 
+    fn version(&self) -> String {
+        format!("refvmm {} (cprkit's reference VMM)", env!("CARGO_PKG_VERSION"))
+    }
+
     fn command(&self, spec: &LaunchSpec) -> Result<Command, AdapterError> {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--qmp")
