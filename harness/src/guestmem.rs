@@ -105,23 +105,69 @@ pub fn mapped_memfd_inodes(pid: i32, name: &str) -> io::Result<BTreeSet<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use std::num::NonZeroUsize;
+    use std::os::fd::AsFd;
+    use std::ptr::NonNull;
 
-    #[test]
-    fn reads_a_counter_and_ring_from_our_own_memfd() {
-        let name = format!("cprkit-test-{}", std::process::id());
-        let mfd = memfd::MemfdOptions::default().create(&name).unwrap();
-        let f = mfd.as_file();
-        f.set_len(0x3000).unwrap();
-        let check = 0x5a5a;
-        f.write_all_at(&7u64.to_le_bytes(), 0x1000).unwrap();
-        for seq in 1..=7u64 {
-            let mut rec = seq.to_le_bytes().to_vec();
-            rec.extend((seq ^ check).to_le_bytes());
-            f.write_all_at(&rec, 0x2000 + (seq % 4) * 16).unwrap();
+    use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+
+    const RAM_SIZE: usize = 0x3000;
+
+    fn pid() -> i32 {
+        std::process::id() as i32
+    }
+
+    /// A memfd of `RAM_SIZE` bytes, named uniquely for this process and test.
+    fn ram_memfd(name: &str) -> memfd::Memfd {
+        let mfd = memfd::MemfdOptions::default().create(name).unwrap();
+        mfd.as_file().set_len(RAM_SIZE as u64).unwrap();
+        mfd
+    }
+
+    /// A shared mapping of a whole memfd, as a VMM maps its guest RAM.
+    struct Mapping(NonNull<std::ffi::c_void>);
+
+    impl Mapping {
+        fn new(fd: impl AsFd) -> Self {
+            let len = NonZeroUsize::new(RAM_SIZE).unwrap();
+            // SAFETY: a fresh shared mapping of a file; nothing else uses this range.
+            let p = unsafe {
+                mmap(
+                    None,
+                    len,
+                    ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                    MapFlags::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
+            Mapping(p.expect("mmap"))
         }
-        let probe = GuestProbe {
-            ram_memfd_name: name.clone(),
+
+        /// Writes through the mapping (the guest writing its RAM).
+        fn write(&self, offset: usize, bytes: &[u8]) {
+            assert!(offset + bytes.len() <= RAM_SIZE);
+            // SAFETY: within the mapping, which is readable and writable.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    self.0.as_ptr().cast::<u8>().add(offset),
+                    bytes.len(),
+                )
+            }
+        }
+    }
+
+    impl Drop for Mapping {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`, unmapped once.
+            unsafe { munmap(self.0, RAM_SIZE) }.expect("munmap");
+        }
+    }
+
+    fn probe(name: &str, check: u64) -> GuestProbe {
+        GuestProbe {
+            ram_memfd_name: name.into(),
             counter_offset: 0x1000,
             counter_width: 8,
             ring: Some(RecordRing {
@@ -129,20 +175,94 @@ mod tests {
                 entries: 4,
                 check,
             }),
-        };
-        let ram = GuestRam::open(std::process::id() as i32, &probe).unwrap();
+        }
+    }
+
+    #[test]
+    fn reads_a_counter_and_ring_from_our_own_memfd() {
+        let name = format!("cprkit-test-{}", std::process::id());
+        let mfd = ram_memfd(&name);
+        let map = Mapping::new(mfd.as_file());
+        let inode = mfd.as_file().metadata().unwrap().ino();
+        let check = 0x5a5a;
+        // The "guest" writes through its mapping; the kit reads the memfd.
+        map.write(0x1000, &7u64.to_le_bytes());
+        for seq in 1..=7u64 {
+            let mut rec = seq.to_le_bytes().to_vec();
+            rec.extend((seq ^ check).to_le_bytes());
+            map.write(0x2000 + (seq as usize % 4) * 16, &rec);
+        }
+        assert_eq!(
+            mapped_memfd_inodes(pid(), &name).unwrap(),
+            BTreeSet::from([inode])
+        );
+        let ram = GuestRam::open(pid(), &probe(&name, check)).unwrap();
+        assert_eq!(ram.inode(), inode);
         assert_eq!(ram.counter().unwrap(), 7);
         assert_eq!(ram.check_ring(7).unwrap(), Ok(()));
         assert!(
             ram.check_ring(9).unwrap().is_err(),
             "records 8 and 9 were never written"
         );
-        let _ = f.as_raw_fd();
-        assert!(
-            mapped_memfd_inodes(std::process::id() as i32, &name)
-                .unwrap()
-                .is_empty(),
-            "not mapped"
+        // A write after the open is seen: the kit reads the live memfd.
+        map.write(0x1000, &8u64.to_le_bytes());
+        assert_eq!(ram.counter().unwrap(), 8);
+        // A 4-byte counter reads only its 4 bytes.
+        map.write(0x1000, &0x1_0000_0009u64.to_le_bytes());
+        let narrow = GuestProbe {
+            counter_width: 4,
+            ..probe(&name, check)
+        };
+        assert_eq!(
+            GuestRam::open(pid(), &narrow).unwrap().counter().unwrap(),
+            9
         );
+        drop(map);
+        assert!(
+            mapped_memfd_inodes(pid(), &name).unwrap().is_empty(),
+            "unmapped"
+        );
+    }
+
+    #[test]
+    fn an_unmapped_memfd_of_the_same_name_is_not_guest_ram() {
+        let name = format!("cprkit-test-unmapped-{}", std::process::id());
+        // Held, not mapped (e.g. a copy the VMM made, or an fd passed and never used).
+        let held = ram_memfd(&name);
+        held.as_file()
+            .write_all_at(&1u64.to_le_bytes(), 0x1000)
+            .unwrap();
+        let err = GuestRam::open(pid(), &probe(&name, 0)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        assert!(err.to_string().contains(&name), "{err}");
+
+        // The one that is mapped, under the same name, is the guest RAM.
+        let ram_fd = ram_memfd(&name);
+        let map = Mapping::new(ram_fd.as_file());
+        map.write(0x1000, &2u64.to_le_bytes());
+        let want = ram_fd.as_file().metadata().unwrap().ino();
+        assert_ne!(want, held.as_file().metadata().unwrap().ino());
+        let ram = GuestRam::open(pid(), &probe(&name, 0)).unwrap();
+        assert_eq!((ram.inode(), ram.counter().unwrap()), (want, 2));
+
+        // Mapped but no longer held: no fd to read it by.
+        drop(ram);
+        drop(ram_fd);
+        assert_eq!(
+            mapped_memfd_inodes(pid(), &name).unwrap(),
+            BTreeSet::from([want])
+        );
+        assert_eq!(
+            GuestRam::open(pid(), &probe(&name, 0)).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        drop(map);
+        drop(held);
+    }
+
+    #[test]
+    fn the_maps_of_a_process_that_is_gone_cannot_be_read() {
+        assert!(mapped_memfd_inodes(i32::MAX, "anything").is_err());
+        assert!(GuestRam::open(i32::MAX, &probe("anything", 0)).is_err());
     }
 }

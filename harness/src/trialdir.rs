@@ -2,9 +2,17 @@
 //! Removed when the trial ends, unless the user asked to keep it.
 
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
+
+/// A directory builder whose directories are 0700 whatever the umask.
+fn private() -> tempfile::Builder<'static, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.permissions(std::fs::Permissions::from_mode(0o700));
+    b
+}
 
 /// A trial's directory.
 pub struct TrialDir {
@@ -27,7 +35,6 @@ impl TrialDir {
             })
             .take(40)
             .collect();
-        // tempfile creates directories with mode 0700.
         if keep {
             let dir = tempfile::Builder::new()
                 .prefix(&format!("cprkit-{label}-"))
@@ -36,7 +43,7 @@ impl TrialDir {
             Ok(TrialDir { dir: None, path })
         } else {
             // Keep socket paths short (sun_path holds 108 bytes).
-            let dir = tempfile::Builder::new().prefix("t").tempdir_in(root)?;
+            let dir = private().prefix("t").tempdir_in(root)?;
             let path = dir.path().to_path_buf();
             Ok(TrialDir {
                 dir: Some(dir),
@@ -67,7 +74,7 @@ pub struct RunRoot {
 impl RunRoot {
     pub fn new() -> io::Result<Self> {
         Ok(RunRoot {
-            dir: tempfile::Builder::new().prefix("cprkit-run-").tempdir()?,
+            dir: private().prefix("cprkit-run-").tempdir()?,
         })
     }
 

@@ -38,7 +38,12 @@ pub fn mem1(r: &TrialRecord) -> Verdict {
                 format!("the {who} runs but its guest counter does not move"),
             );
         }
-        if r.completed() && r.prior != "running" && at_cut.is_some() && side.counter != at_cut {
+        if r.completed()
+            && r.prior != "running"
+            && at_cut.is_some()
+            && side.counter.is_some()
+            && side.counter != at_cut
+        {
             return Verdict::fail(
                 ID,
                 "the guest was paused, yet its memory changed across the handover",

@@ -10,6 +10,12 @@ pub fn ord1(r: &TrialRecord) -> Verdict {
     let Some(c) = &r.cutover else {
         return Verdict::na(ID, "no fd crossed the cpr channel");
     };
+    if c.source_runstate.is_none() && c.counter.is_none() {
+        return Verdict::na(
+            ID,
+            "the source could not be observed at the cut-over (no runstate, no guest RAM)",
+        );
+    }
     let runstate = c.source_runstate.as_deref().unwrap_or("unknown");
     let moved = c.counter.is_some_and(|(a, b)| b != a);
     let detail = match c.counter {

@@ -773,7 +773,6 @@ fn mem1_details_name_inodes_and_the_lost_record() {
 /// changed, yet MEM-1 fails claiming it did. See the report: memory.rs compares
 /// `side.counter != at_cut` with `side.counter == None`.
 #[test]
-#[ignore = "bug in rules/memory.rs: an unread counter is judged as changed memory"]
 fn mem1_unread_counter_is_not_a_change() {
     let v = check(
         "MEM-1",
