@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use cprkit_harness::adapter::{
@@ -34,14 +35,36 @@ pub const MUTANT_EXPECTATIONS: &[(&str, &[&str])] = &[
 pub struct RefVmm {
     name: String,
     mutant: Option<String>,
-    binary: PathBuf,
+    launcher: Launcher,
 }
 
-/// Where the refvmm binary is: $CPRKIT_REFVMM, else beside the running program
-/// (target/<profile>/), or one level up (a test binary in target/<profile>/deps/).
-pub fn refvmm_binary() -> Result<PathBuf, VmmError> {
+/// The argument with which a program that hosts refvmm (see [`host_refvmm`])
+/// runs it instead of its own main.
+pub const HOSTED_REFVMM_ARG: &str = "__refvmm";
+
+static HOST: OnceLock<PathBuf> = OnceLock::new();
+
+/// Declares that the running program runs refvmm when called with
+/// [`HOSTED_REFVMM_ARG`] first (the `cprkit` command does): refvmm is then
+/// found even where its own binary was not built.
+pub fn host_refvmm(exe: PathBuf) {
+    let _ = HOST.set(exe);
+}
+
+/// How to start refvmm: a program and the arguments before refvmm's own.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Where refvmm is: $CPRKIT_REFVMM, else the `refvmm` binary beside the
+/// running program (target/<profile>/) or one level up (a test binary in
+/// target/<profile>/deps/), else the running program itself if it hosts refvmm.
+pub fn refvmm_binary() -> Result<Launcher, VmmError> {
+    let plain = |program: PathBuf| Launcher { program, args: Vec::new() };
     if let Some(p) = std::env::var_os("CPRKIT_REFVMM") {
-        return Ok(PathBuf::from(p));
+        return Ok(plain(PathBuf::from(p)));
     }
     let exe =
         std::env::current_exe().map_err(|e| VmmError::Environment(format!("current_exe: {e}")))?;
@@ -50,12 +73,15 @@ pub fn refvmm_binary() -> Result<PathBuf, VmmError> {
         let Some(d) = dir else { break };
         let cand = d.join("refvmm");
         if cand.is_file() {
-            return Ok(cand);
+            return Ok(plain(cand));
         }
         dir = d.parent().map(PathBuf::from);
     }
+    if let Some(host) = HOST.get() {
+        return Ok(Launcher { program: host.clone(), args: vec![HOSTED_REFVMM_ARG.into()] });
+    }
     Err(VmmError::Environment(
-        "refvmm binary not found beside this program: build it with `cargo build --bins` or set CPRKIT_REFVMM".into(),
+        "refvmm not found beside this program: build it (`cargo build --bins`, with --release for a release run) or set CPRKIT_REFVMM".into(),
     ))
 }
 
@@ -81,7 +107,7 @@ impl RefVmm {
         Ok(RefVmm {
             name,
             mutant: mutant.map(str::to_string),
-            binary: refvmm_binary()?,
+            launcher: refvmm_binary()?,
         })
     }
 
@@ -97,11 +123,15 @@ impl Adapter for RefVmm {
     }
 
     fn version(&self) -> String {
-        format!("refvmm {} (cprkit's reference VMM)", env!("CARGO_PKG_VERSION"))
+        format!(
+            "refvmm {} (cprkit's reference VMM)",
+            env!("CARGO_PKG_VERSION")
+        )
     }
 
     fn command(&self, spec: &LaunchSpec) -> Result<Command, AdapterError> {
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = Command::new(&self.launcher.program);
+        cmd.args(&self.launcher.args);
         cmd.arg("--qmp")
             .arg(&spec.monitor)
             .arg("--ram-size")

@@ -45,14 +45,16 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
     let state = load_state(cfg, &vm, &mut reader);
 
     let early = vm.has(Mutant::SplitBrainAfterCancel);
+    if early {
+        // The bug: runs as soon as the state is loaded, before telling the
+        // source and without waiting for its go.
+        crate::log!("target-resume: not waiting for go (mutant split-brain-after-cancel)");
+        target_resume(&vm, &mut vm.lock(), state.running);
+    }
     match (&main).write_all(&proto::loaded_line()) {
         Ok(()) => {}
         Err(e) if early => crate::log!("main-stream: writing loaded: {e}"),
         Err(e) => die(format!("writing loaded: {e}")),
-    }
-    if early {
-        crate::log!("target-resume: not waiting for go (mutant split-brain-after-cancel)");
-        target_resume(&vm, &mut vm.lock(), state.running);
     }
     let go = match proto::read_line(&mut reader) {
         Ok(Some(line)) => proto::expect_bare(&line, "go"),
