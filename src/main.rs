@@ -8,8 +8,17 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
+use cprkit_adapters::refvmm_adapter::{HOSTED_REFVMM_ARG, host_refvmm};
 
 fn main() -> ExitCode {
+    // `cprkit` hosts refvmm, so `cprkit run` needs nothing else built.
+    let mut argv = std::env::args();
+    if argv.nth(1).as_deref() == Some(HOSTED_REFVMM_ARG) {
+        std::process::exit(refvmm::run(argv.collect()));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        host_refvmm(exe);
+    }
     let args = cli::Cli::parse();
     match cli::dispatch(args) {
         Ok(code) => code,
