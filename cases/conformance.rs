@@ -41,7 +41,7 @@ fn check(p: &Planned, root: &std::path::Path) -> Result<(), Failed> {
             }))
             .map_err(|_| {
                 Failed::from(
-                    "the outcome differs from its snapshot (see above; `cargo insta review`)",
+                    "the outcome differs from its snapshot, or it has none yet (see above; review with `cargo insta review`)",
                 )
             })
         }

@@ -1,19 +1,23 @@
 //! The subcommands and what they share: choosing VMMs and cases, a run directory.
 
 mod bench;
+mod certify;
 mod explain;
 mod list;
 mod run;
 mod selftest;
 mod table;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use cprkit_cases::Case;
+use cprkit_cases::runner::{Planned, plan};
+use cprkit_cases::{Case, Profile};
 use cprkit_harness::adapter::Adapter;
+use cprkit_report::Partition;
 
 /// Fault-injection and conformance kit for cpr-transfer live update of VMMs.
 #[derive(Debug, Parser)]
@@ -31,6 +35,36 @@ pub struct Select {
     /// Keep the trials whose case name or full trial name matches this glob.
     #[arg(long = "case")]
     case: Option<String>,
+    /// Only part K of N of the trials, for N CI jobs: trial i of the list
+    /// (0-based, in list order, after --vmm and --case) is in part (i % N) + 1.
+    #[arg(long, value_name = "K/N")]
+    partition: Option<Partition>,
+}
+
+/// The adapters and trials a [`Select`] names.
+struct Selection {
+    adapters: Vec<Arc<dyn Adapter>>,
+    /// Trials matching --vmm and --case, before --partition.
+    matching: usize,
+    planned: Vec<Planned>,
+}
+
+impl Select {
+    /// The selected trials of `cases`, in list order.
+    fn select(&self, cases: &[Case]) -> Result<Selection> {
+        let adapters = adapters(&self.vmm)?;
+        let planned = plan(&adapters, cases, self.case.as_deref());
+        let matching = planned.len();
+        let planned = match self.partition {
+            Some(p) => p.select(planned),
+            None => planned,
+        };
+        Ok(Selection {
+            adapters,
+            matching,
+            planned,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,6 +78,30 @@ enum Command {
     Run {
         #[command(flatten)]
         select: Select,
+        /// Trials run at once.
+        #[arg(long, short = 'j', default_value_t = default_jobs())]
+        jobs: usize,
+        /// Keep each trial's directory (sockets, logs).
+        #[arg(long)]
+        keep: bool,
+        /// text: the verdict table; json: report.json's shape; junit: JUnit
+        /// XML. On stdout; progress stays on stderr.
+        #[arg(long, value_enum, default_value_t = run::Format::Text)]
+        format: run::Format,
+    },
+    /// Certify a VMM for a profile: every trial of the profile's cases, no
+    /// skip, no known violation excused; writes the bundle to --out.
+    /// Exit 0: certified; 1: not certified; 2: usage or environment error.
+    Certify {
+        /// The VMM under test, as for `run` (refvmm, refvmm:MUTANT).
+        #[arg(long)]
+        vmm: String,
+        /// The profile to certify: memory, vhost-user or vhost-kernel.
+        #[arg(long)]
+        profile: Profile,
+        /// The bundle's directory (created; a previous bundle there is replaced).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
         /// Trials run at once.
         #[arg(long, short = 'j', default_value_t = default_jobs())]
         jobs: usize,
@@ -85,7 +143,19 @@ fn default_jobs() -> usize {
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::List { select } => list::run(&select),
-        Command::Run { select, jobs, keep } => run::run(&select, jobs, keep),
+        Command::Run {
+            select,
+            jobs,
+            keep,
+            format,
+        } => run::run(&select, jobs, keep, format),
+        Command::Certify {
+            vmm,
+            profile,
+            out,
+            jobs,
+            keep,
+        } => certify::run(&vmm, profile, &out, jobs, keep),
         Command::Explain { trial, keep } => explain::run(&trial, keep),
         Command::Selftest { jobs, case } => selftest::run(jobs, case.as_deref()),
         Command::Bench { jobs, samples } => bench::run(jobs, samples),

@@ -1,30 +1,83 @@
 //! `cprkit run`: runs the selected trials with progress on stderr, then prints
-//! the verdict table and every violation with its evidence.
+//! the verdict table and every violation with its evidence (`--format text`),
+//! or the run as report.json's shape (`json`) or as JUnit XML (`junit`).
+//! Whatever the format, the exit status is the same: violations are reconciled
+//! against the VMMs' known violations.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use cprkit_cases::runner::{RunOptions, TrialResult, Verdicts, plan, run_all};
+use cprkit_cases::runner::{RunOptions, TrialResult, Verdicts, run_all};
 use cprkit_harness::leaks::{FdCensus, Leaks};
 use cprkit_harness::trialdir::RunRoot;
+use cprkit_report::{Host, Known, LeakCheck, Report, Vmm};
 
 use super::table::{Expectations, print_summary, print_table};
-use super::{Select, adapters, load_cases};
+use super::{Select, load_cases};
 
-pub fn run(select: &Select, jobs: usize, keep: bool) -> Result<ExitCode> {
+/// What `cprkit run` prints on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The verdict table and the violations with their evidence.
+    Text,
+    /// report.json's shape (docs/report.schema.json), `kind: run`.
+    Json,
+    /// JUnit XML: a test case per trial.
+    Junit,
+}
+
+pub fn run(select: &Select, jobs: usize, keep: bool, format: Format) -> Result<ExitCode> {
     let cases = load_cases()?;
-    let planned = plan(&adapters(&select.vmm)?, &cases, select.case.as_deref());
-    if planned.is_empty() {
+    let selection = select.select(&cases)?;
+    if selection.matching == 0 {
         bail!("no trial matches (see `cprkit list`)");
+    }
+    let planned = &selection.planned;
+    if let Some(p) = select.partition {
+        eprintln!(
+            "partition {p}: {} of the {} trials selected",
+            planned.len(),
+            selection.matching
+        );
     }
     let before = FdCensus::take();
     let root = RunRoot::new().context("creating the run directory")?;
-    let results = run_with_progress(&planned, jobs, root.path(), &RunOptions { keep })?;
-    let expectations = Expectations::load(&results)?;
-    print_table(&results, &expectations);
-    let ok = print_summary(&results, &expectations);
+    let results = run_with_progress(planned, jobs, root.path(), &RunOptions { keep })?;
     let leaks = Leaks::check(&before, Some(root.path()));
     drop(root);
+    let ok = match format {
+        Format::Text => {
+            let expectations = Expectations::load(&results)?;
+            print_table(&results, &expectations);
+            print_summary(&results, &expectations)
+        }
+        Format::Json | Format::Junit => {
+            let known = Known::load(&results)?;
+            let report = Report::run(
+                selection
+                    .adapters
+                    .iter()
+                    .map(|a| Vmm {
+                        name: a.name().to_string(),
+                        version: a.version(),
+                    })
+                    .collect(),
+                Host::this(),
+                &results,
+                &known,
+                Some(LeakCheck {
+                    clean: leaks.is_clean(),
+                    text: leaks.to_string(),
+                }),
+            );
+            if format == Format::Json {
+                print!("{}", report.to_json());
+            } else {
+                print!("{}", cprkit_report::junit::render(&report));
+            }
+            report.reconcile.as_ref().is_some_and(|r| r.ok)
+        }
+    };
     eprintln!("leak check: {leaks}");
     Ok(if ok && leaks.is_clean() {
         ExitCode::SUCCESS

@@ -20,7 +20,10 @@ pub fn mem1(r: &TrialRecord) -> Verdict {
     }
     if super::failure::fail3(r).status == super::Status::Fail {
         // Two writers on one RAM: its content says nothing about the handover.
-        return Verdict::pass(ID, "the target maps the source's RAM memfd (content not judged: both VMs ran)");
+        return Verdict::pass(
+            ID,
+            "the target maps the source's RAM memfd (content not judged: both VMs ran)",
+        );
     }
     let at_cut = r.cutover.as_ref().and_then(|c| c.counter).map(|(_, b)| b);
     let side = if r.completed() { &r.target } else { &r.source };

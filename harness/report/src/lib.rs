@@ -1,0 +1,30 @@
+//! cprkit's reports, for people and for CI.
+//!
+//! - [`model`]: the report's data, as report.json holds it (schema version 1,
+//!   docs/report.schema.json), for `cprkit certify` and `cprkit run --format json`;
+//! - [`markdown`], [`junit`]: report.md and junit.xml from the same data;
+//! - [`svg`]: a trial's timeline as a picture, two columns SOURCE and TARGET;
+//! - [`bundle`]: the certification bundle directory;
+//! - [`figures`]: per-step times and downtime of a trial, from its timeline;
+//! - [`host`]: the host a report was made on; [`known`]: the known violations
+//!   a run is reconciled against; [`partition`]: `--partition K/N`.
+
+pub mod bundle;
+pub mod figures;
+pub mod host;
+pub mod junit;
+pub mod known;
+pub mod markdown;
+pub mod model;
+pub mod partition;
+pub mod svg;
+
+#[cfg(test)]
+mod testing;
+
+pub use bundle::{safe_name, write_bundle};
+pub use figures::{Figure, Figures};
+pub use host::Host;
+pub use known::Known;
+pub use model::{LeakCheck, Report, ReportVerdict, Vmm};
+pub use partition::Partition;

@@ -1,0 +1,85 @@
+//! `cprkit certify --vmm V --profile P --out DIR`: runs every trial of the
+//! cases of profile P on V and writes the certification bundle to DIR
+//! (report.md, report.json, junit.xml, timelines/; docs/certification.md).
+//!
+//! As in Kubernetes conformance, nothing may be skipped: a trial that cannot
+//! run (not run on this host, or a kit error) fails the certification with its
+//! reason, and known violations excuse nothing. A profile without any case
+//! is not certified either: there is nothing to certify it by.
+//!
+//! Exit status: 0 certified, 1 not certified, 2 usage or environment error
+//! (unknown VMM or profile, unreadable cases, DIR not writable).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use cprkit_cases::Profile;
+use cprkit_cases::runner::{RunOptions, plan};
+use cprkit_harness::leaks::{FdCensus, Leaks};
+use cprkit_harness::trialdir::RunRoot;
+use cprkit_report::{Host, LeakCheck, Report, Vmm, write_bundle};
+
+use super::run::run_with_progress;
+use super::{adapters, load_cases};
+
+pub fn run(vmm: &str, profile: Profile, out: &Path, jobs: usize, keep: bool) -> Result<ExitCode> {
+    let adapter = adapters(&[vmm.to_string()])?;
+    let cases: Vec<_> = load_cases()?
+        .into_iter()
+        .filter(|c| c.profile == profile)
+        .collect();
+    let planned = plan(&adapter, &cases, None);
+    cprkit_report::bundle::prepare(out)
+        .with_context(|| format!("preparing the bundle directory {}", out.display()))?;
+    eprintln!(
+        "cprkit certify: {vmm}, profile {profile}: {} cases, {} trials",
+        cases.len(),
+        planned.len()
+    );
+    let before = FdCensus::take();
+    let root = RunRoot::new().context("creating the run directory")?;
+    let results = run_with_progress(&planned, jobs, root.path(), &RunOptions { keep })?;
+    let leaks = Leaks::check(&before, Some(root.path()));
+    drop(root);
+    eprintln!("leak check: {leaks}");
+
+    let mut report = Report::certification(
+        Vmm {
+            name: vmm.to_string(),
+            version: adapter[0].version(),
+        },
+        profile,
+        Host::this(),
+        &results,
+        Some(LeakCheck {
+            clean: leaks.is_clean(),
+            text: leaks.to_string(),
+        }),
+    );
+    write_bundle(out, &mut report, &results)
+        .with_context(|| format!("writing the bundle to {}", out.display()))?;
+
+    let s = &report.summary;
+    println!(
+        "cprkit certify: {vmm} ({}), profile {profile}, contract {}",
+        report.vmms[0].version, report.contract_version
+    );
+    println!(
+        "{} trials: {} passed, {} failed, {} errors, {} not run",
+        s.trials, s.passed, s.failed, s.errors, s.not_run
+    );
+    for why in &report.reasons {
+        println!("  {why}");
+    }
+    println!("verdict: {}", report.verdict.name().to_uppercase());
+    println!(
+        "bundle: {} (report.md, report.json, junit.xml, timelines/)",
+        out.display()
+    );
+    Ok(if report.verdict.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
