@@ -160,6 +160,31 @@ impl KnownViolations {
     }
 }
 
+/// The known violations of every VMM of a run, by VMM name, loaded from each
+/// VMM's snapshot directory.
+#[derive(Debug, Default)]
+pub struct KnownByVmm {
+    by_vmm: std::collections::BTreeMap<String, KnownViolations>,
+}
+
+impl KnownByVmm {
+    /// Loads the file of every VMM of `results` (no file: nothing known).
+    pub fn load(results: &[crate::runner::TrialResult]) -> Result<Self, CaseError> {
+        let mut by_vmm = std::collections::BTreeMap::new();
+        for r in results {
+            if !by_vmm.contains_key(&r.id.vmm) {
+                let known = KnownViolations::load(&snapshots_dir().join(&r.snapshot_dir))?;
+                by_vmm.insert(r.id.vmm.clone(), known);
+            }
+        }
+        Ok(KnownByVmm { by_vmm })
+    }
+
+    pub fn get(&self, vmm: &str) -> Option<&KnownViolations> {
+        self.by_vmm.get(vmm)
+    }
+}
+
 /// The repository's snapshots directory: `$CPRKIT_SNAPSHOTS` if set, else the
 /// `snapshots/` beside this crate's directory.
 pub fn snapshots_dir() -> PathBuf {

@@ -44,6 +44,8 @@ pub enum Verdicts {
 /// A finished trial.
 pub struct TrialResult {
     pub id: TrialId,
+    /// The VMM's directory under snapshots/ (its snapshots, its known violations).
+    pub snapshot_dir: String,
     pub elapsed: Duration,
     pub verdicts: Verdicts,
 }
@@ -91,6 +93,7 @@ pub fn run_one(p: &Planned, root: &Path, opts: &RunOptions) -> TrialResult {
     };
     TrialResult {
         id: p.id.clone(),
+        snapshot_dir: p.adapter.snapshot_dir(),
         elapsed: started.elapsed(),
         verdicts,
     }

@@ -119,8 +119,10 @@ enum Command {
     },
     /// Every refvmm mutant against the matrix: which rules caught it.
     Selftest {
+        /// Trials run at once.
         #[arg(long, short = 'j', default_value_t = default_jobs())]
         jobs: usize,
+        /// Only the trials whose case name or full trial name matches this glob.
         #[arg(long = "case")]
         case: Option<String>,
     },

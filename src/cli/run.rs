@@ -7,10 +7,11 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use cprkit_cases::known::KnownByVmm;
 use cprkit_cases::runner::{RunOptions, TrialResult, Verdicts, run_all};
 use cprkit_harness::leaks::{FdCensus, Leaks};
 use cprkit_harness::trialdir::RunRoot;
-use cprkit_report::{Host, Known, LeakCheck, Report, Vmm};
+use cprkit_report::{Host, LeakCheck, Report, Vmm};
 
 use super::table::{Expectations, print_summary, print_table};
 use super::{Select, load_cases};
@@ -52,7 +53,7 @@ pub fn run(select: &Select, jobs: usize, keep: bool, format: Format) -> Result<E
             print_summary(&results, &expectations)
         }
         Format::Json | Format::Junit => {
-            let known = Known::load(&results)?;
+            let known = KnownByVmm::load(&results)?;
             let report = Report::run(
                 selection
                     .adapters
@@ -108,6 +109,11 @@ pub fn run_with_progress(
             r.name(),
             r.elapsed.as_millis()
         );
+        if let Verdicts::Judged { record, .. } = &r.verdicts
+            && record.kept_dir
+        {
+            eprintln!("          kept: {}", record.dir.display());
+        }
     };
     Ok(run_all(planned, jobs, root, opts, &progress))
 }

@@ -4,30 +4,25 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use cprkit_cases::known::{KnownViolations, Reconciled, reconcile, snapshots_dir};
+use cprkit_cases::known::{KnownByVmm, KnownViolations, Reconciled, reconcile};
 use cprkit_cases::runner::{TrialResult, Verdicts};
 use cprkit_harness::rules::{MEMORY_RULES, Status};
 
-/// The known violations of each VMM of a run, by VMM name.
+/// The known violations of each VMM of a run.
 pub struct Expectations {
-    by_vmm: BTreeMap<String, KnownViolations>,
+    known: KnownByVmm,
 }
 
 impl Expectations {
-    /// Loads `snapshots/<vmm>/known-violations.toml` for every VMM in `results`.
+    /// Loads each VMM's `known-violations.toml` from its snapshot directory.
     pub fn load(results: &[TrialResult]) -> Result<Self> {
-        let mut by_vmm = BTreeMap::new();
-        for r in results {
-            if !by_vmm.contains_key(&r.id.vmm) {
-                let dir = snapshots_dir().join(r.id.vmm.replace(':', "-"));
-                by_vmm.insert(r.id.vmm.clone(), KnownViolations::load(&dir)?);
-            }
-        }
-        Ok(Expectations { by_vmm })
+        Ok(Expectations {
+            known: KnownByVmm::load(results)?,
+        })
     }
 
     fn known(&self, vmm: &str) -> Option<&KnownViolations> {
-        self.by_vmm.get(vmm)
+        self.known.get(vmm)
     }
 }
 

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::figures::{Figure, Figures, median};
 use crate::host::Host;
-use crate::known::Known;
+use cprkit_cases::known::KnownByVmm as Known;
 
 /// The version of report.json's shape; bumped on any change that is not an
 /// added optional field.
