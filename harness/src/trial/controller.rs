@@ -354,11 +354,15 @@ impl<'a> Controller<'a> {
     pub(super) fn connect_while_alive(&self, role: Role) -> Option<Box<dyn Monitor>> {
         let side = self.side(role)?;
         let deadline = Instant::now() + STARTUP;
+        // Short attempts first (a dying VMM is noticed at once), then longer
+        // ones (an adapter that starts a program per attempt gets its time).
+        let mut attempt = Duration::from_millis(20);
         while side.proc.is_alive() && Instant::now() < deadline {
-            match self.connect(side, Instant::now() + Duration::from_millis(20)) {
+            match self.connect(side, (Instant::now() + attempt).min(deadline)) {
                 Ok(m) => return Some(m),
                 Err(_) => std::thread::sleep(Duration::from_millis(1)),
             }
+            attempt = (attempt * 2).min(Duration::from_secs(1));
         }
         None
     }

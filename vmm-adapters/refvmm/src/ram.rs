@@ -144,7 +144,7 @@ impl GuestRam {
 
     fn word(&self, offset: usize) -> &AtomicU64 {
         assert!(
-            offset % 8 == 0 && offset + 8 <= self.len,
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
             "guest RAM access out of range: {offset:#x}"
         );
         // SAFETY: in range and 8-aligned (the mapping is page-aligned); the
