@@ -22,11 +22,13 @@
 //! for it could wait on a reader that never reads.
 //! Holding a channel, never a timer, is what makes the fault points exact.
 //!
-//! On the cpr channel the source's EOF reaches the target only after the
-//! target's own EOF has been held and released (target-init): a source that
-//! goes away early (cancelled, failed) is then seen by the target after the kit
-//! has looked at it at target-init, never racing that look. A target that never
-//! closes gets the source's EOF after [`EOF_ORDER_BOUND`].
+//! On the cpr channel, when the source goes away (closes its socket), the
+//! target learns it only after its own EOF has been held and released
+//! (target-init): a source cancelled or failed early is then seen by the target
+//! after the kit has looked at it at target-init, never racing that look. A
+//! target that never closes learns it after [`EOF_ORDER_BOUND`]. A source that
+//! only half-closes (shuts its write side, and still waits for the target's
+//! HUP, as QEMU does after writing the CPR state) is passed on at once.
 
 use std::io::{self, Write};
 use std::net::Shutdown;
@@ -475,7 +477,10 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
                     break;
                 }
             }
-            if chan == Chan::Cpr && dir == Dir::ToTarget {
+            // A half-close (the source still waits for the target's HUP) is
+            // the end of the CPR state, which a target may read up to (QEMU's
+            // does): it passes at once. A full close (the source gone) waits.
+            if chan == Chan::Cpr && dir == Dir::ToTarget && peer_gone(from) {
                 pair.wait_target_done();
             }
             shared.pass_gate();
@@ -541,6 +546,16 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
         }
         // Our copies of the passed fds close here, as `fds` drops.
     }
+}
+
+/// Whether the peer of `s` has closed its socket entirely (POLLHUP), not only
+/// its write side.
+fn peer_gone(s: &UnixStream) -> bool {
+    let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
 }
 
 /// Applies a closing directive; true when the channel is now closed.
@@ -1060,12 +1075,31 @@ mod tests {
     // ------------------------------------------------------------------ (c)
 
     #[test]
+    fn a_sources_cpr_half_close_passes_at_once() {
+        // QEMU's source shuts its write side after the CPR state and waits for
+        // the target's HUP; its target reads the state up to that EOF.
+        let rig = Rig::new(|_| Directive::Forward);
+        let (src, tgt) = rig.connect(Chan::Cpr);
+        send(&src, b"state");
+        assert_eq!(read_n(&tgt, 5).0, b"state");
+        let half = Instant::now();
+        src.shutdown(Shutdown::Write).unwrap();
+        expect_eof(&tgt);
+        assert!(
+            half.elapsed() < EOF_ORDER_BOUND / 2,
+            "the half-close waited"
+        );
+        tgt.shutdown(Shutdown::Write).unwrap();
+        expect_eof(&src);
+    }
+
+    #[test]
     fn the_sources_cpr_eof_waits_for_the_targets() {
         let rig = Rig::new(|_| Directive::Forward);
         let (src, tgt) = rig.connect(Chan::Cpr);
         send(&src, b"state");
         assert_eq!(read_n(&tgt, 5).0, b"state");
-        src.shutdown(Shutdown::Write).unwrap();
+        src.shutdown(Shutdown::Both).unwrap();
         expect_quiet(&tgt, "the target, before its own EOF");
         assert!(rig.holds().is_empty());
 
@@ -1095,7 +1129,7 @@ mod tests {
         let (src, tgt) = rig.connect(Chan::Cpr);
         tgt.set_read_timeout(Some(EOF_ORDER_BOUND + WAIT)).unwrap();
         let t = Instant::now();
-        src.shutdown(Shutdown::Write).unwrap();
+        src.shutdown(Shutdown::Both).unwrap();
         expect_eof(&tgt);
         let waited = t.elapsed();
         assert!(
@@ -1418,7 +1452,7 @@ mod tests {
     fn dropping_the_interposer_while_a_source_eof_waits_for_the_target() {
         let mut rig = Rig::new(|_| Directive::Forward);
         let (src, tgt) = rig.connect(Chan::Cpr);
-        src.shutdown(Shutdown::Write).unwrap();
+        src.shutdown(Shutdown::Both).unwrap();
         expect_quiet(&tgt, "the target, before its own EOF");
         let took = rig.stop();
         assert!(took < Duration::from_millis(500), "stopping took {took:?}");

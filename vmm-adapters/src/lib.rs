@@ -1,21 +1,30 @@
 //! cprkit's built-in VMM adapters, and the parsing of `--vmm`.
 //!
-//! - `refvmm` and `refvmm:MUTANT`: the kit's reference VMM ([`refvmm_adapter`]).
-//!
-//! QEMU and the exec protocol come as further adapters behind the same trait.
+//! - `refvmm` and `refvmm:MUTANT`: the kit's reference VMM ([`refvmm_adapter`]);
+//! - `exec:PROGRAM`: an adapter that is a program of its own, speaking the
+//!   `cprkit-exec/1` protocol on its stdin and stdout ([`exec_adapter`]);
+//! - `qemu` and `qemu:/path/to/qemu-system-x86_64`: QEMU 10.0 or newer, with
+//!   the kit's counting firmware as its guest ([`qemu_adapter`], [`firmware`]).
 
+pub mod exec_adapter;
+pub mod firmware;
+pub mod qemu_adapter;
 pub mod refvmm_adapter;
 
 use std::sync::Arc;
 
 use cprkit_harness::adapter::Adapter;
 
+pub use exec_adapter::ExecAdapter;
+pub use qemu_adapter::Qemu;
 pub use refvmm_adapter::RefVmm;
 
 /// Why a `--vmm` value names no adapter.
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
-    #[error("unknown VMM `{0}`: use refvmm or refvmm:MUTANT")]
+    #[error(
+        "unknown VMM `{0}`: use refvmm, refvmm:MUTANT, qemu, qemu:/path/to/qemu-system-x86_64 or exec:PROGRAM"
+    )]
     Unknown(String),
     #[error("unknown refvmm mutant `{name}` (known: {known})")]
     UnknownMutant { name: String, known: String },
@@ -28,6 +37,11 @@ pub fn adapter_for(spec: &str) -> Result<Arc<dyn Adapter>, VmmError> {
     match spec.split_once(':') {
         None if spec == "refvmm" => Ok(Arc::new(RefVmm::new(None)?)),
         Some(("refvmm", mutant)) => Ok(Arc::new(RefVmm::new(Some(mutant))?)),
+        Some(("exec", program)) => Ok(Arc::new(ExecAdapter::new(program)?)),
+        None if spec == "qemu" => Ok(Arc::new(Qemu::new(None)?)),
+        Some(("qemu", path)) if !path.is_empty() => {
+            Ok(Arc::new(Qemu::new(Some(std::path::Path::new(path)))?))
+        }
         _ => Err(VmmError::Unknown(spec.to_string())),
     }
 }

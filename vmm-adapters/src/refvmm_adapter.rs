@@ -62,7 +62,10 @@ pub struct Launcher {
 /// running program (target/<profile>/) or one level up (a test binary in
 /// target/<profile>/deps/), else the running program itself if it hosts refvmm.
 pub fn refvmm_binary() -> Result<Launcher, VmmError> {
-    let plain = |program: PathBuf| Launcher { program, args: Vec::new() };
+    let plain = |program: PathBuf| Launcher {
+        program,
+        args: Vec::new(),
+    };
     if let Some(p) = std::env::var_os("CPRKIT_REFVMM") {
         return Ok(plain(PathBuf::from(p)));
     }
@@ -78,7 +81,10 @@ pub fn refvmm_binary() -> Result<Launcher, VmmError> {
         dir = d.parent().map(PathBuf::from);
     }
     if let Some(host) = HOST.get() {
-        return Ok(Launcher { program: host.clone(), args: vec![HOSTED_REFVMM_ARG.into()] });
+        return Ok(Launcher {
+            program: host.clone(),
+            args: vec![HOSTED_REFVMM_ARG.into()],
+        });
     }
     Err(VmmError::Environment(
         "refvmm not found beside this program: build it (`cargo build --bins`, with --release for a release run) or set CPRKIT_REFVMM".into(),

@@ -25,8 +25,11 @@ impl Controller<'_> {
             {
                 self.target.as_mut().expect("checked").monitor = Some(m);
             }
+            // Both sides settle: QEMU reports `completed` a moment before
+            // its runstate reaches `postmigrate`.
             self.serve_until(deadline, |c| {
-                !c.alive(Role::Target) || c.runstate_is(Role::Target, &prior)
+                (!c.alive(Role::Target) || c.runstate_is(Role::Target, &prior))
+                    && (!c.alive(Role::Source) || !c.runstate_is(Role::Source, "finish-migrate"))
             });
         } else if self.record.migrate == MigrateReply::Accepted {
             self.serve_until(deadline, |c| {

@@ -1,0 +1,320 @@
+//! The exec adapter proven by use: the whole refvmm matrix through the example
+//! program `examples/exec-adapter/refvmm_adapter.py` gives, trial for trial, the
+//! outcomes of the built-in `refvmm` adapter; and adapter programs that print
+//! garbage, hang, quit or speak another version end their trial with a clear
+//! error, in bounded time, leaving nothing behind.
+//!
+//! The tests run one at a time: each checks that the kit is left with no child
+//! process and no more fds than before, which another test running alongside
+//! would spoil.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+use cprkit_adapters::adapter_for;
+use cprkit_cases::runner::{RunOptions, TrialResult, Verdicts, plan, run_all};
+use cprkit_cases::{cases_dir, load_dir};
+use cprkit_harness::adapter::Adapter;
+use cprkit_harness::leaks::{FdCensus, Leaks};
+use cprkit_harness::trialdir::RunRoot;
+
+const EXAMPLE: &str = "exec:examples/exec-adapter/refvmm_adapter.py";
+
+/// Serialises the tests, after pointing the example program at this build's refvmm.
+fn serial() -> MutexGuard<'static, ()> {
+    static ENV: Once = Once::new();
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ENV.call_once(|| {
+        // SAFETY: every test calls this first and the first caller sets it
+        // while the others wait; nothing here reads the environment but std,
+        // which locks it.
+        unsafe { std::env::set_var("CPRKIT_REFVMM", env!("CARGO_BIN_EXE_refvmm")) }
+    });
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The kit's pipe fds (the exec adapter's stdin, stdout and stderr).
+fn pipes() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("pipe:"))
+        })
+        .count()
+}
+
+/// Checks, after a run, that nothing is left: no child, no trial directory, no
+/// memfd, socket or pipe fd more than before.
+struct Census {
+    fds: FdCensus,
+    pipes: usize,
+}
+
+impl Census {
+    fn take() -> Self {
+        Census {
+            fds: FdCensus::take(),
+            pipes: pipes(),
+        }
+    }
+
+    fn assert_clean(&self, root: RunRoot) {
+        let leaks = Leaks::check(&self.fds, Some(root.path()));
+        drop(root);
+        assert!(leaks.is_clean(), "{leaks}");
+        assert_eq!(pipes(), self.pipes, "pipe fds left in the kit");
+    }
+}
+
+fn run(adapter: &Arc<dyn Adapter>, filter: Option<&str>, jobs: usize) -> Vec<TrialResult> {
+    let cases = load_dir(&cases_dir()).expect("the repository's cases");
+    let planned = plan(std::slice::from_ref(adapter), &cases, filter);
+    assert!(!planned.is_empty(), "no trial for {filter:?}");
+    let root = RunRoot::new().unwrap();
+    let census = Census::take();
+    let results = run_all(&planned, jobs, root.path(), &RunOptions::default(), &|_| {});
+    census.assert_clean(root);
+    results
+}
+
+/// A trial's outcome with its name (which names the adapter) left out.
+fn outcome(r: &TrialResult) -> Result<String, String> {
+    match &r.verdicts {
+        Verdicts::Judged { outcome, .. } => {
+            let mut o = (**outcome).clone();
+            o.trial = String::new();
+            Ok(serde_json::to_string_pretty(&o).unwrap())
+        }
+        Verdicts::Error(e) => Err(format!("error: {e}")),
+        Verdicts::NotRun(why) => Err(format!("not run: {why}")),
+    }
+}
+
+#[test]
+fn the_example_program_gives_the_outcomes_of_the_built_in_adapter() {
+    let _one = serial();
+    let builtin = adapter_for("refvmm").unwrap();
+    let exec = adapter_for(EXAMPLE).unwrap();
+    assert_eq!(exec.name(), "exec:refvmm_adapter.py");
+
+    let t = Instant::now();
+    let want = run(&builtin, None, 2);
+    let t_builtin = t.elapsed();
+    let t = Instant::now();
+    let got = run(&exec, None, 2);
+    let t_exec = t.elapsed();
+    eprintln!(
+        "{} trials: built-in refvmm {t_builtin:.1?}, through the exec adapter {t_exec:.1?}",
+        want.len()
+    );
+    assert_eq!(
+        exec.version(),
+        "refvmm 10.0.0",
+        "the version from `connect`"
+    );
+
+    assert_eq!(want.len(), got.len());
+    let mut differ = Vec::new();
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!((&w.id.case, w.id.point), (&g.id.case, g.id.point));
+        let (w_out, g_out) = (outcome(w), outcome(g));
+        assert!(w_out.is_ok(), "{}: {}", w.name(), w_out.unwrap_err());
+        if w_out != g_out {
+            differ.push(format!(
+                "{}\n--- built-in:\n{}\n--- exec:\n{}",
+                g.name(),
+                w_out.unwrap_or_else(|e| e),
+                g_out.unwrap_or_else(|e| e)
+            ));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} trials differ:\n{}",
+        differ.len(),
+        got.len(),
+        differ.join("\n\n")
+    );
+}
+
+#[test]
+fn through_the_command_line_a_mutant_is_caught_by_its_rule() {
+    let _one = serial();
+    let o = Command::new(env!("CARGO_BIN_EXE_cprkit"))
+        .args([
+            "run",
+            "--vmm",
+            EXAMPLE,
+            "--case",
+            "*memory-running/no-fault",
+        ])
+        .env("CPRKIT_EXEC_MUTANT", "legacy-stop-order")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("exec:refvmm_adapter.py::memory-running/no-fault") && text.contains("ORD-1"),
+        "{text}"
+    );
+    assert!(text.contains("leak check: nothing left behind"), "{text}");
+}
+
+/// Writes an executable script without ever holding it open for writing in
+/// this process (a child writes it): a writable fd of ours leaking between
+/// fork and exec into a program another thread starts would make executing the
+/// script fail with ETXTBSY.
+fn write_script(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(text.as_bytes())
+        .expect("script written");
+    assert!(
+        child.wait().expect("sh ends").success(),
+        "writing {}",
+        path.display()
+    );
+}
+
+/// Writes an adapter program into a fresh directory; it notes its pids in `pids` there.
+fn bad_program(name: &str, body: &str) -> (tempfile::TempDir, Arc<dyn Adapter>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    write_script(&path, body);
+    let adapter = adapter_for(&format!("exec:{}", path.display())).unwrap();
+    (dir, adapter)
+}
+
+/// Runs the fault-free handover of a running guest with a misbehaving adapter
+/// program: the trial must be an error, within the bound, and every process the
+/// program started must be gone. Returns the error.
+fn bad_trial(name: &str, body: &str) -> String {
+    let _one = serial();
+    let (dir, adapter) = bad_program(name, body);
+    let t = Instant::now();
+    let results = run(&adapter, Some("*memory-running/no-fault"), 1);
+    let elapsed = t.elapsed();
+    assert_eq!(results.len(), 1);
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+    let error = match &results[0].verdicts {
+        Verdicts::Error(e) => e.clone(),
+        _ => panic!("{name}: not a trial error: {:?}", outcome(&results[0])),
+    };
+    eprintln!("{name} ({elapsed:.1?}): {error}");
+    let program = dir.path().join(name);
+    assert!(error.contains(&program.display().to_string()), "{error}");
+    assert_gone(&dir.path().join("pids"));
+    error
+}
+
+/// Every pid listed in `file` is gone (or a zombie no longer ours to reap).
+fn assert_gone(file: &Path) {
+    let pids = std::fs::read_to_string(file).expect("the program noted its pids");
+    assert!(!pids.trim().is_empty());
+    for pid in pids.split_whitespace() {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim().to_string()));
+        if let Some(state) = state {
+            assert!(state.starts_with('Z'), "pid {pid} is left, state {state}");
+        }
+    }
+}
+
+#[test]
+fn an_adapter_printing_garbage_is_an_error() {
+    let e = bad_trial(
+        "garbage.py",
+        r#"#!/usr/bin/env python3
+import os, sys
+with open(os.path.join(os.path.dirname(__file__), "pids"), "a") as f:
+    print(os.getpid(), file=f)
+print("Hello! Let me tell you about my VMM.", flush=True)
+sys.stdin.read()
+"#,
+    );
+    assert!(e.contains("(launch session for the target, pid "), "{e}");
+    assert!(
+        e.contains("printed a line that is not JSON")
+            && e.contains("`Hello! Let me tell you about my VMM.`"),
+        "{e}"
+    );
+    assert!(e.contains("waiting for the reply to hello"), "{e}");
+}
+
+#[test]
+fn an_adapter_that_hangs_is_an_error_after_the_timeout() {
+    // A shell script with a child of its own: the whole process group must go.
+    let e = bad_trial(
+        "hang.sh",
+        r#"#!/bin/sh
+here=$(dirname "$0")
+echo $$ >> "$here/pids"
+sleep 600 &
+echo $! >> "$here/pids"
+echo "thinking..." >&2
+wait
+"#,
+    );
+    assert!(
+        e.contains("did not reply to hello within 10 s; the kit killed it; its stderr ends with: thinking..."),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_adapter_exiting_after_hello_is_an_error() {
+    let e = bad_trial(
+        "quitter.py",
+        r#"#!/usr/bin/env python3
+import json, os, sys
+with open(os.path.join(os.path.dirname(__file__), "pids"), "a") as f:
+    print(os.getpid(), file=f)
+hello = json.loads(sys.stdin.readline())
+print(json.dumps({"id": hello["id"], "ok": True, "protocol": "cprkit-exec/1"}), flush=True)
+print("that is all I know", file=sys.stderr)
+sys.exit(3)
+"#,
+    );
+    assert!(
+        e.contains(
+            "exited (status 3) before replying to command; its stderr ends with: that is all I know"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_adapter_speaking_another_version_is_an_error() {
+    let e = bad_trial(
+        "future.py",
+        r#"#!/usr/bin/env python3
+import json, os, sys
+with open(os.path.join(os.path.dirname(__file__), "pids"), "a") as f:
+    print(os.getpid(), file=f)
+for line in sys.stdin:
+    req = json.loads(line)
+    print(json.dumps({"id": req["id"], "ok": True, "protocol": "cprkit-exec/2"}), flush=True)
+"#,
+    );
+    assert!(
+        e.contains("speaks protocol cprkit-exec/2; this kit speaks cprkit-exec/1"),
+        "{e}"
+    );
+}
