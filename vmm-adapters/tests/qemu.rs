@@ -2,7 +2,8 @@
 //! newer): the firmware boots under TCG and its counter rises in the RAM memfd;
 //! a bare cpr-transfer handover reaches a running target; private RAM is
 //! refused for CPR. Each test is skipped, with the reason printed, when
-//! `qemu-system-x86_64` is missing or too old.
+//! `qemu-system-x86_64` is missing or too old; under CI (`CI=true`) that is a
+//! failure instead.
 
 use std::fs::File;
 use std::path::Path;
@@ -14,10 +15,14 @@ use cprkit_harness::adapter::{Adapter, AdapterError, Incoming, LaunchSpec, Migra
 use cprkit_harness::guestmem::GuestRam;
 use cprkit_harness::unixnet;
 
-/// The installed QEMU, or `None` (with the reason printed) to skip.
+/// The installed QEMU, or `None` (with the reason printed) to skip. Under CI
+/// (`CI=true`) QEMU is required: its absence fails the test.
 fn qemu(test: &str) -> Option<Qemu> {
     match Qemu::new(None) {
         Ok(q) => Some(q),
+        Err(VmmError::Environment(why)) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: QEMU is required under CI: {why}")
+        }
         Err(VmmError::Environment(why)) => {
             eprintln!("SKIPPED {test}: {why}");
             None
