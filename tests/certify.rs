@@ -2,7 +2,7 @@
 //! junit, --partition), as a user and a CI system meet them: exit statuses,
 //! the bundle's files, parsed back with a real XML parser and checked against
 //! the published JSON Schema (docs/report.schema.json). Runs the real binary
-//! on refvmm.
+//! on refvmm, and on QEMU where it is installed (required under CI).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -478,4 +478,45 @@ fn the_schema_names_every_rule_and_figure() {
         schema["properties"]["schema_version"]["const"],
         cprkit_report::model::SCHEMA_VERSION
     );
+}
+
+/// Whether a QEMU 10.0 or newer is installed; under CI (`CI=true`) it must be.
+fn qemu_installed() -> bool {
+    let found = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("QEMU emulator version 1"));
+    if !found {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "QEMU 10.0+ is required under CI"
+        );
+        eprintln!("SKIPPED: QEMU 10.0 or newer not found (see README: bookworm-backports)");
+    }
+    found
+}
+
+#[test]
+fn stock_qemu_is_not_certified_and_the_report_names_ord1_with_its_evidence() {
+    if !qemu_installed() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let bundle = out.path().join("bundle");
+    let o = certify("qemu", "memory", &bundle, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let md = read(&bundle.join("report.md"));
+    assert!(
+        md.contains("QEMU 10."),
+        "the report names the version:\n{md}"
+    );
+    assert!(md.contains("### ORD-1"), "{md}");
+    assert!(
+        md.contains("`qemu::memory-running/no-fault`")
+            && md.contains("source runstate `running` when the first fd crossed"),
+        "ORD-1's evidence is the source's runstate when the first fd crossed:\n{md}"
+    );
+    let report: Value = serde_json::from_str(&read(&bundle.join("report.json"))).unwrap();
+    assert_valid(&report);
 }

@@ -17,6 +17,7 @@
 //! evidence = "source runstate `running` when the first fd crossed*"
 //! reason = "QEMU 10.0 saves the CPR state (the fds) before it stops the VM"
 //! upstream = "https://lore.kernel.org/qemu-devel/..."
+//! versions = ">=10.0, <10.1"   # optional: the VMM versions it holds for
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -38,8 +39,102 @@ pub struct KnownViolation {
     pub evidence: String,
     pub reason: String,
     pub upstream: String,
+    /// The VMM versions the entry holds for (`>=10.0, <10.1`); none: all.
+    pub versions: Option<VersionRange>,
     /// The line of the entry in its file.
     pub line: usize,
+}
+
+/// A range of versions: comparisons joined by commas, all of which must hold
+/// (`>=10.0, <10.1`; `=10.0.2`). Versions compare as numbers, part by part;
+/// a missing part counts as 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRange {
+    text: String,
+    bounds: Vec<(Cmp, Vec<u64>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmp {
+    Ge,
+    Gt,
+    Le,
+    Lt,
+    Eq,
+}
+
+impl VersionRange {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut bounds = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let (cmp, rest) = [
+                (">=", Cmp::Ge),
+                ("<=", Cmp::Le),
+                (">", Cmp::Gt),
+                ("<", Cmp::Lt),
+                ("=", Cmp::Eq),
+            ]
+            .iter()
+            .find_map(|(p, c)| part.strip_prefix(p).map(|r| (*c, r.trim())))
+            .ok_or_else(|| format!("`{part}`: write a comparison such as >=10.0 or <10.1"))?;
+            let version = version_numbers(rest).filter(|_| {
+                !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit() || c == '.')
+            });
+            bounds.push((
+                cmp,
+                version
+                    .ok_or_else(|| format!("`{part}`: `{rest}` is not a version like 10.0.2"))?,
+            ));
+        }
+        Ok(VersionRange {
+            text: text.to_string(),
+            bounds,
+        })
+    }
+
+    /// Whether `version` (the first x.y[.z] in a version string) is in range;
+    /// a string with no version is in no range.
+    pub fn contains(&self, version: &str) -> bool {
+        let Some(v) = first_version(version) else {
+            return false;
+        };
+        self.bounds.iter().all(|(cmp, b)| {
+            let o = cmp_versions(&v, b);
+            match cmp {
+                Cmp::Ge => o.is_ge(),
+                Cmp::Gt => o.is_gt(),
+                Cmp::Le => o.is_le(),
+                Cmp::Lt => o.is_lt(),
+                Cmp::Eq => o.is_eq(),
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for VersionRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn version_numbers(s: &str) -> Option<Vec<u64>> {
+    s.split('.').map(|p| p.parse().ok()).collect()
+}
+
+/// The first `x.y` or `x.y.z` in a version string ("QEMU 10.0.2 (Debian ...)").
+fn first_version(s: &str) -> Option<Vec<u64>> {
+    s.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|w| w.contains('.') && !w.starts_with('.'))
+        .find_map(|w| version_numbers(w.trim_end_matches('.')))
+}
+
+fn cmp_versions(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
+    let n = a.len().max(b.len());
+    let at = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
+    (0..n)
+        .map(|i| at(a, i).cmp(&at(b, i)))
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
 }
 
 impl KnownViolation {
@@ -79,6 +174,8 @@ struct EntryForm {
     evidence: String,
     reason: Spanned<String>,
     upstream: Spanned<String>,
+    #[serde(default)]
+    versions: Option<Spanned<String>>,
 }
 
 fn any() -> String {
@@ -126,12 +223,20 @@ impl KnownViolations {
                     return Err(src.err(value.span(), &field(name), "must not be empty".into()));
                 }
             }
+            let versions = match &e.versions {
+                Some(v) => Some(
+                    VersionRange::parse(v.get_ref())
+                        .map_err(|m| src.err(v.span(), &field("versions"), m))?,
+                ),
+                None => None,
+            };
             entries.push(KnownViolation {
                 rule: e.rule.into_inner(),
                 trials: e.trials.into_inner(),
                 evidence: e.evidence,
                 reason: e.reason.into_inner(),
                 upstream: e.upstream.into_inner(),
+                versions,
                 line,
             });
         }
@@ -154,6 +259,13 @@ impl KnownViolations {
         }
     }
 
+    /// Keeps the entries that hold for a VMM of this version.
+    pub fn for_version(mut self, version: &str) -> Self {
+        self.entries
+            .retain(|e| e.versions.as_ref().is_none_or(|r| r.contains(version)));
+        self
+    }
+
     /// The entry that expects this verdict, if any.
     pub fn expecting(&self, trial: &str, v: &Verdict) -> Option<&KnownViolation> {
         self.entries.iter().find(|k| k.expects(trial, v))
@@ -168,13 +280,17 @@ pub struct KnownByVmm {
 }
 
 impl KnownByVmm {
-    /// Loads the file of every VMM of `results` (no file: nothing known).
-    pub fn load(results: &[crate::runner::TrialResult]) -> Result<Self, CaseError> {
+    /// Loads the file of every VMM of `results` (no file: nothing known),
+    /// keeping the entries that hold for its version (`version_of(vmm name)`).
+    pub fn load(
+        results: &[crate::runner::TrialResult],
+        version_of: impl Fn(&str) -> String,
+    ) -> Result<Self, CaseError> {
         let mut by_vmm = std::collections::BTreeMap::new();
         for r in results {
             if !by_vmm.contains_key(&r.id.vmm) {
                 let known = KnownViolations::load(&snapshots_dir().join(&r.snapshot_dir))?;
-                by_vmm.insert(r.id.vmm.clone(), known);
+                by_vmm.insert(r.id.vmm.clone(), known.for_version(&version_of(&r.id.vmm)));
             }
         }
         Ok(KnownByVmm { by_vmm })
@@ -315,6 +431,37 @@ upstream = "https://example.org/patch"
         assert_eq!(reconcile(&k, &clean).unseen.len(), 1);
         let other = vec![("qemu::memory-paused/no-fault".to_string(), vec![])];
         assert!(reconcile(&k, &other).is_clean());
+    }
+
+    #[rstest]
+    #[case(">=10.0, <10.1", "QEMU 10.0.2 (Debian 1:10.0.2+ds-2)", true)]
+    #[case(">=10.0, <10.1", "QEMU 10.1.0", false)]
+    #[case("<10.0", "QEMU 9.2", true)]
+    #[case("=10.0.2", "10.0.2", true)]
+    #[case(">=10.0", "refvmm 0.1.0 (cprkit's reference VMM)", false)]
+    #[case(">=10.0", "unknown", false)]
+    fn version_ranges(#[case] range: &str, #[case] version: &str, #[case] inside: bool) {
+        assert_eq!(
+            VersionRange::parse(range).unwrap().contains(version),
+            inside,
+            "{range} {version}"
+        );
+    }
+
+    #[test]
+    fn entries_outside_the_version_are_dropped() {
+        let text = format!("{FILE}versions = \">=10.0, <10.1\"\n");
+        let k = KnownViolations::parse(Path::new("k.toml"), &text).unwrap();
+        assert_eq!(k.clone().for_version("QEMU 10.0.2").entries.len(), 1);
+        assert!(k.for_version("QEMU 10.1.0").entries.is_empty());
+        let bad = format!("{FILE}versions = \"about 10\"\n");
+        let e = KnownViolations::parse(Path::new("k.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("k.toml:9: field `violation[0].versions`"),
+            "{e}"
+        );
     }
 
     #[rstest]

@@ -46,14 +46,22 @@ pub fn run(select: &Select, jobs: usize, keep: bool, format: Format) -> Result<E
     let results = run_with_progress(planned, jobs, root.path(), &RunOptions { keep })?;
     let leaks = Leaks::check(&before, Some(root.path()));
     drop(root);
+    let version_of = |vmm: &str| {
+        selection
+            .adapters
+            .iter()
+            .find(|a| a.name() == vmm)
+            .map(|a| a.version())
+            .unwrap_or_default()
+    };
     let ok = match format {
         Format::Text => {
-            let expectations = Expectations::load(&results)?;
+            let expectations = Expectations::load(&results, &version_of)?;
             print_table(&results, &expectations);
             print_summary(&results, &expectations)
         }
         Format::Json | Format::Junit => {
-            let known = KnownByVmm::load(&results)?;
+            let known = KnownByVmm::load(&results, &version_of)?;
             let report = Report::run(
                 selection
                     .adapters

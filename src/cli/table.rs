@@ -14,10 +14,11 @@ pub struct Expectations {
 }
 
 impl Expectations {
-    /// Loads each VMM's `known-violations.toml` from its snapshot directory.
-    pub fn load(results: &[TrialResult]) -> Result<Self> {
+    /// Loads each VMM's `known-violations.toml` from its snapshot directory,
+    /// for its version.
+    pub fn load(results: &[TrialResult], version_of: impl Fn(&str) -> String) -> Result<Self> {
         Ok(Expectations {
-            known: KnownByVmm::load(results)?,
+            known: KnownByVmm::load(results, version_of)?,
         })
     }
 
