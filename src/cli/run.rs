@@ -56,12 +56,12 @@ pub fn run(select: &Select, jobs: usize, keep: bool, format: Format) -> Result<E
     };
     let ok = match format {
         Format::Text => {
-            let expectations = Expectations::load(&results, &version_of)?;
+            let expectations = Expectations::load(&results, version_of)?;
             print_table(&results, &expectations);
             print_summary(&results, &expectations)
         }
         Format::Json | Format::Junit => {
-            let known = KnownByVmm::load(&results, &version_of)?;
+            let known = KnownByVmm::load(&results, version_of)?;
             let report = Report::run(
                 selection
                     .adapters
