@@ -200,6 +200,7 @@ fn stopping(stop: &OwnedFd) -> bool {
 /// A running interposer. Dropping it stops every thread and closes every socket.
 pub struct Interposer {
     shared: Arc<Shared>,
+    fronts: Vec<PathBuf>,
     stop_tx: Option<OwnedFd>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -229,9 +230,19 @@ impl Interposer {
         }
         Ok(Interposer {
             shared,
+            fronts: routes.iter().map(|r| r.front.clone()).collect(),
             stop_tx: Some(stop_tx),
             threads,
         })
+    }
+
+    /// The target is gone: a new connection from the source now fails as it
+    /// would on the target's own socket (the front paths are removed: ENOENT),
+    /// instead of being accepted and then closed.
+    pub fn refuse_new_connections(&self) {
+        for f in &self.fronts {
+            let _ = std::fs::remove_file(f);
+        }
     }
 
     pub fn traffic(&self) -> &Traffic {

@@ -232,7 +232,12 @@ impl<'a> Controller<'a> {
                 );
                 MigrateReply::Refused(desc)
             }
-            Some(Err(e)) => MigrateReply::NoAnswer(e.to_string()),
+            Some(Err(e)) => {
+                // No answer: the source may be dying; let its exit be seen.
+                let deadline = Instant::now() + self.spec.settle;
+                self.serve_until(deadline, |c| !c.alive(Role::Source));
+                MigrateReply::NoAnswer(e.to_string())
+            }
             None => MigrateReply::NoAnswer("no monitor".into()),
         };
         if self.record.migrate == MigrateReply::Accepted {
@@ -334,6 +339,9 @@ impl<'a> Controller<'a> {
         if let Some(s) = self.side(role) {
             s.proc.kill();
         }
+        if role == Role::Target {
+            self.target_gone();
+        }
     }
 
     pub(super) fn freeze_target(&mut self) {
@@ -347,6 +355,14 @@ impl<'a> Controller<'a> {
         self.action("SIGCONT target");
         if let Some(t) = &self.target {
             let _ = t.proc.thaw();
+        }
+    }
+
+    /// The target is dead: the source's next connection fails as it would
+    /// without the kit in between.
+    pub(super) fn target_gone(&self) {
+        if let Some(i) = &self.interposer {
+            i.refuse_new_connections();
         }
     }
 

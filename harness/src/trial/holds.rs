@@ -12,6 +12,10 @@ use crate::timeline::{Actor, What};
 
 use super::{CUTOVER_WATCH, Controller};
 
+/// How long a fault at main-stream waits for a source that may already have
+/// sent its whole stream to report so.
+const SOURCE_DONE_WAIT: Duration = Duration::from_millis(100);
+
 impl Controller<'_> {
     /// What the kit does at a hold point: observe, then inject the fault if it is here.
     pub(super) fn on_hold(&mut self, h: Held) -> Directive {
@@ -19,7 +23,22 @@ impl Controller<'_> {
         // more is under test: what still crosses passes, noted but no barrier.
         self.flush();
         self.drain_signals();
-        if self.source_terminal() || !self.alive(Role::Source) {
+        // A source may hand its whole main stream to the kernel and report
+        // `completed` at once (QEMU without return-path): the target is then
+        // still under test (DONE-2), so a fault at main-stream goes ahead. The
+        // kit first lets such a source say it is done (bounded), so that its
+        // report always comes before the fault.
+        let stream_fault = h.step == Step::MainStream && self.fault_at(h.step).is_some();
+        if stream_fault {
+            let deadline = Instant::now() + SOURCE_DONE_WAIT;
+            while !self.source_terminal_polled()
+                && self.alive(Role::Source)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        if (self.source_terminal() && !stream_fault) || !self.alive(Role::Source) {
             let what = format!("after the migration ended: {} passed", h.step);
             self.timeline.record(h.chan_actor(), What::Channel(what));
             return Directive::Forward;
@@ -27,6 +46,7 @@ impl Controller<'_> {
         // The target's EOF is target-init only if the target loaded the CPR
         // state and lives (its monitor answers); a dying target closes too.
         if h.step == Step::TargetInit && !self.target_ready() {
+            self.target_gone();
             self.timeline.record(
                 Actor::Cpr,
                 What::Channel("the target closed the cpr channel without loading".into()),
@@ -84,8 +104,10 @@ impl Controller<'_> {
                 } else {
                     Role::Source
                 };
+                // A source that reported completion had sent what is held.
+                let sent = role == Role::Source && self.source_terminal();
                 self.kill(role);
-                if role == sender {
+                if role == sender && !sent {
                     Directive::Discard
                 } else {
                     Directive::Forward
