@@ -1,4 +1,4 @@
-//! `cprkit bench`: times, side by side in one run, the full refvmm matrix, the
+//! `cprkit bench`: times, side by side in one run, a VMM's full matrix, the
 //! kit's fault-free trial, and a bare handover (no interposer, no observation).
 //! Figures, not a test: this machine is small and noisy.
 
@@ -21,15 +21,19 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-pub fn run(jobs: usize, samples: usize) -> Result<ExitCode> {
+pub fn run(vmm: &str, jobs: usize, samples: usize) -> Result<ExitCode> {
     let samples = samples.max(1);
     let cases = load_cases()?;
-    let refvmm = adapters(&["refvmm".to_string()])?;
+    let refvmm = adapters(&[vmm.to_string()])?;
     let root = RunRoot::new().context("creating the run directory")?;
     let opts = RunOptions::default();
 
     // Interleave the two small measurements so that noise hits both alike.
-    let no_fault = plan(&refvmm, &cases, Some("refvmm::memory-running/no-fault"));
+    let no_fault = plan(
+        &refvmm,
+        &cases,
+        Some(&format!("{vmm}::memory-running/no-fault")),
+    );
     let one = no_fault
         .first()
         .ok_or_else(|| anyhow!("no memory-running case"))?;
@@ -55,10 +59,10 @@ pub fn run(jobs: usize, samples: usize) -> Result<ExitCode> {
         .count();
 
     let (kit, whole, handover) = (median(kit), median(whole), median(handover));
-    println!("cprkit bench: refvmm, {jobs} jobs, medians of {samples} samples");
+    println!("cprkit bench: {vmm}, {jobs} jobs, medians of {samples} samples");
     println!(
         "  {:<44} {:>10}",
-        "full refvmm matrix (wall)",
+        "full matrix (wall)",
         format!("{:.2} s", wall.as_secs_f64())
     );
     println!(

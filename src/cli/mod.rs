@@ -128,6 +128,10 @@ enum Command {
     },
     /// Time the full refvmm matrix and one bare handover, side by side.
     Bench {
+        /// The VMM to time: refvmm (default), refvmm:MUTANT, qemu, exec:PROGRAM.
+        #[arg(long, default_value = "refvmm")]
+        vmm: String,
+        /// Trials run at once in the matrix.
         #[arg(long, short = 'j', default_value_t = default_jobs())]
         jobs: usize,
         /// Bare handovers and fault-free trials to time (the median is reported).
@@ -160,7 +164,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => certify::run(&vmm, profile, &out, jobs, keep),
         Command::Explain { trial, keep } => explain::run(&trial, keep),
         Command::Selftest { jobs, case } => selftest::run(jobs, case.as_deref()),
-        Command::Bench { jobs, samples } => bench::run(jobs, samples),
+        Command::Bench { vmm, jobs, samples } => bench::run(&vmm, jobs, samples),
     }
 }
 
