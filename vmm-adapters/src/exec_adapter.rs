@@ -504,7 +504,13 @@ impl Session {
         log: Option<PathBuf>,
         events: Option<EventSink>,
     ) -> Result<Session, AdapterError> {
-        let mut child = Command::new(&adapter.program)
+        let mut cmd = Command::new(&adapter.program);
+        // Tells the program where the kit is (a refvmm adapter can run the
+        // kit's refvmm from it: see the example).
+        if let Ok(exe) = std::env::current_exe() {
+            cmd.env("CPRKIT_EXE", exe);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
