@@ -6,27 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn cprkit(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cprkit"));
-    cmd.args(args)
-        .env("CPRKIT_REFVMM", env!("CARGO_BIN_EXE_refvmm"));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("cprkit runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod support;
+use support::{cprkit, qemu_installed, text};
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -478,23 +463,6 @@ fn the_schema_names_every_rule_and_figure() {
         schema["properties"]["schema_version"]["const"],
         cprkit_report::model::SCHEMA_VERSION
     );
-}
-
-/// Whether a QEMU 10.0 or newer is installed; under CI (`CI=true`) it must be.
-fn qemu_installed() -> bool {
-    let found = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("QEMU emulator version 1"));
-    if !found {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "QEMU 10.0+ is required under CI"
-        );
-        eprintln!("SKIPPED: QEMU 10.0 or newer not found (see README: bookworm-backports)");
-    }
-    found
 }
 
 #[test]

@@ -2,25 +2,9 @@
 //! names, and clear errors for bad input. Runs the real binary on refvmm.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn cprkit(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cprkit"));
-    cmd.args(args)
-        .env("CPRKIT_REFVMM", env!("CARGO_BIN_EXE_refvmm"));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("cprkit runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod support;
+use support::{cprkit, text};
 
 #[test]
 fn the_correct_refvmm_passes_and_leaves_nothing() {

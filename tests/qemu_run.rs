@@ -3,29 +3,20 @@
 //! named. Needs qemu-system-x86_64 10.0 or newer: skipped with a message where
 //! it is missing, a failure under CI (`CI=true`), where .ci/run installs it.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn qemu_installed() -> bool {
-    let found = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("QEMU emulator version 1"));
-    if !found {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "QEMU 10.0+ is required under CI");
-        eprintln!("SKIPPED: QEMU 10.0 or newer not found (see README: bookworm-backports)");
-    }
-    found
-}
+use support::{qemu_installed, text};
 
-fn cprkit(args: &[&str], snapshots: Option<&Path>) -> (Option<i32>, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cprkit"));
-    cmd.args(args);
-    if let Some(s) = snapshots {
-        cmd.env("CPRKIT_SNAPSHOTS", s);
-    }
-    let o: Output = cmd.output().expect("cprkit runs");
-    (o.status.code(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+/// `cprkit` with `args`, its snapshots directory replaced when given: (exit status, output).
+fn run(args: &[&str], snapshots: Option<&Path>) -> (Option<i32>, String) {
+    let env: Vec<(&str, &Path)> = snapshots
+        .map(|s| ("CPRKIT_SNAPSHOTS", s))
+        .into_iter()
+        .collect();
+    let o = support::cprkit(args, &env);
+    (o.status.code(), text(&o))
 }
 
 #[test]
@@ -33,12 +24,18 @@ fn every_known_violation_of_qemu_is_seen_and_nothing_else_breaks() {
     if !qemu_installed() {
         return;
     }
-    let (code, out) = cprkit(&["run", "--vmm", "qemu"], None);
+    let (code, out) = run(&["run", "--vmm", "qemu"], None);
     assert_eq!(code, Some(0), "{out}");
     for rule in ["ORD-1", "DONE-1", "DONE-2", "ERR-1", "FAIL-4"] {
-        assert!(out.contains(&format!("known {rule} qemu::")), "{rule} not seen:\n{out}");
+        assert!(
+            out.contains(&format!("known {rule} qemu::")),
+            "{rule} not seen:\n{out}"
+        );
     }
-    assert!(out.contains("(0 unexpected,") && out.contains("0 known not seen"), "{out}");
+    assert!(
+        out.contains("(0 unexpected,") && out.contains("0 known not seen"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -47,15 +44,21 @@ fn without_its_list_each_violated_rule_is_named() {
         return;
     }
     let empty = tempfile::tempdir().unwrap();
-    let (code, out) = cprkit(&["run", "--vmm", "qemu"], Some(empty.path()));
+    let (code, out) = run(&["run", "--vmm", "qemu"], Some(empty.path()));
     assert_eq!(code, Some(1), "{out}");
     for (rule, trial) in [
         ("ORD-1", "qemu::memory-running/no-fault"),
         ("DONE-2", "qemu::memory-running/kill-target@main-stream"),
-        ("ERR-1", "qemu::memory-running/bad-request:no-main-channel@source-stop"),
+        (
+            "ERR-1",
+            "qemu::memory-running/bad-request:no-main-channel@source-stop",
+        ),
         ("FAIL-4", "qemu::memory-running/cancel@cpr-save"),
     ] {
-        assert!(out.contains(&format!("\n{rule} {trial}: ")), "{rule} {trial} not named:\n{out}");
+        assert!(
+            out.contains(&format!("\n{rule} {trial}: ")),
+            "{rule} {trial} not named:\n{out}"
+        );
     }
 }
 
@@ -64,9 +67,12 @@ fn explain_shows_qemus_fds_crossing_before_its_stop() {
     if !qemu_installed() {
         return;
     }
-    let (code, out) = cprkit(&["explain", "qemu::memory-running/no-fault"], None);
+    let (code, out) = run(&["explain", "qemu::memory-running/no-fault"], None);
     assert_eq!(code, Some(1), "ORD-1 is broken:\n{out}");
     let cut = out.find("hold cpr-save").expect("the cut-over hold");
-    let stop = out.find("STOP ").or_else(|| out.find("STOP\n")).expect("a STOP");
+    let stop = out
+        .find("STOP ")
+        .or_else(|| out.find("STOP\n"))
+        .expect("a STOP");
     assert!(cut < stop, "the fds cross before the source stops:\n{out}");
 }

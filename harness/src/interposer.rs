@@ -152,37 +152,29 @@ struct Shared {
 }
 
 impl Shared {
-    /// Waits until no message is held (returns early when stopping).
-    fn pass_gate(&self) {
+    /// Waits until no message is held (returns early when stopping); returns
+    /// the gate's lock, still held.
+    fn wait_gate_open(&self) -> std::sync::MutexGuard<'_, bool> {
         let mut held = self.gate.0.lock().expect("gate lock");
-        while *held {
+        while *held && !stopping(&self.stop) {
             held = self
                 .gate
                 .1
                 .wait_timeout(held, Duration::from_millis(50))
                 .expect("gate lock")
                 .0;
-            if stopping(&self.stop) {
-                return;
-            }
         }
+        held
+    }
+
+    /// Waits until no message is held (returns early when stopping).
+    fn pass_gate(&self) {
+        drop(self.wait_gate_open());
     }
 
     /// Closes the gate for a hold (after any hold in progress ends).
     fn close_gate(&self) {
-        let mut held = self.gate.0.lock().expect("gate lock");
-        while *held {
-            held = self
-                .gate
-                .1
-                .wait_timeout(held, Duration::from_millis(50))
-                .expect("gate lock")
-                .0;
-            if stopping(&self.stop) {
-                break;
-            }
-        }
-        *held = true;
+        *self.wait_gate_open() = true;
     }
 
     fn open_gate(&self) {

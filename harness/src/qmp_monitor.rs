@@ -42,6 +42,20 @@ impl QmpMonitor {
     }
 }
 
+/// Connects to the QMP monitor a VMM was told to create (`spec.monitor`): the
+/// whole `Adapter::connect` of a VMM commanded over QMP.
+pub fn connect_qmp(
+    spec: &crate::adapter::LaunchSpec,
+    deadline: Instant,
+    events: EventSink,
+) -> Result<Box<dyn Monitor>, AdapterError> {
+    Ok(Box::new(QmpMonitor::connect(
+        &spec.monitor,
+        deadline,
+        events,
+    )?))
+}
+
 fn to_vm_event(name: &str, data: &Value) -> VmEvent {
     match name {
         "STOP" => VmEvent::Stop,

@@ -41,7 +41,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cprkit_harness::adapter::{Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, Monitor};
-use cprkit_harness::qmp_monitor::QmpMonitor;
+use cprkit_harness::qmp_monitor::connect_qmp;
 use serde_json::json;
 
 use crate::VmmError;
@@ -330,11 +330,7 @@ impl Adapter for Qemu {
         deadline: Instant,
         events: EventSink,
     ) -> Result<Box<dyn Monitor>, AdapterError> {
-        Ok(Box::new(QmpMonitor::connect(
-            &spec.monitor,
-            deadline,
-            events,
-        )?))
+        connect_qmp(spec, deadline, events)
     }
 }
 

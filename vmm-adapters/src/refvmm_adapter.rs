@@ -10,7 +10,7 @@ use std::time::Instant;
 use cprkit_harness::adapter::{
     Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, Monitor, RecordRing,
 };
-use cprkit_harness::qmp_monitor::QmpMonitor;
+use cprkit_harness::qmp_monitor::connect_qmp;
 
 use crate::VmmError;
 
@@ -176,11 +176,7 @@ impl Adapter for RefVmm {
         deadline: Instant,
         events: EventSink,
     ) -> Result<Box<dyn Monitor>, AdapterError> {
-        Ok(Box::new(QmpMonitor::connect(
-            &spec.monitor,
-            deadline,
-            events,
-        )?))
+        connect_qmp(spec, deadline, events)
     }
 }
 

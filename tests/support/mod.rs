@@ -1,0 +1,45 @@
+//! What the integration tests share: running the real `cprkit` binary (with
+//! the refvmm built beside it), its output as one text, and whether QEMU 10.0+
+//! is installed (required under CI).
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `cprkit` with `args` and extra environment variables.
+pub fn cprkit(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cprkit"));
+    cmd.args(args)
+        .env("CPRKIT_REFVMM", env!("CARGO_BIN_EXE_refvmm"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("cprkit runs")
+}
+
+/// stdout then stderr.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Whether QEMU 10.0 or newer is installed; under CI (`CI=true`) it must be.
+pub fn qemu_installed() -> bool {
+    let found = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("QEMU emulator version 1"));
+    if !found {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "QEMU 10.0+ is required under CI"
+        );
+        eprintln!("SKIPPED: QEMU 10.0 or newer not found (see README: bookworm-backports)");
+    }
+    found
+}
