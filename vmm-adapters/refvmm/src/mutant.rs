@@ -51,7 +51,7 @@ pub const MUTANTS: &[(&str, &str)] = &[
     ),
     (
         "split-brain-after-cancel",
-        "target runs as soon as it loaded the state, without waiting for the source's go",
+        "target runs as soon as it loaded the state (unchecked against guest RAM), without waiting for the source's go",
     ),
     (
         "copy-ram",
