@@ -5,7 +5,7 @@
 //! itself (so it can kill and stop them), owns the trial directory and the
 //! sockets, and decides the faults.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -172,9 +172,4 @@ pub trait Adapter: Send + Sync {
 /// The time left until `deadline`, never negative.
 pub fn until(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
-}
-
-/// A socket path inside `dir`.
-pub fn sock(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }
