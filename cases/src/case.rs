@@ -30,15 +30,19 @@ pub struct Case {
     pub settle: Duration,
     /// The bug this case guards, if it is a regression case.
     pub regression: Option<String>,
+    /// Migration capabilities set on the source before `migrate` (QEMU's
+    /// names, such as `return-path`); `events` is always set.
+    pub capabilities: Vec<String>,
 }
 
 /// The keys a case file may have, in the order the docs list them.
-const KEYS: [&str; 6] = [
+const KEYS: [&str; 7] = [
     "description",
     "profile",
     "guest",
     "points",
     "settle-ms",
+    "capabilities",
     "regression",
 ];
 
@@ -80,6 +84,7 @@ impl Case {
         let mut points = None;
         let mut settle_ms = None;
         let mut regression = None;
+        let mut capabilities = None;
         for (key, value) in entries {
             let k: &str = key.get_ref();
             match k {
@@ -89,6 +94,7 @@ impl Case {
                 "points" => points = Some(src.points(value)?),
                 "settle-ms" => settle_ms = Some(src.settle_ms(value)?),
                 "regression" => regression = Some(src.typed::<String>(k, value)?),
+                "capabilities" => capabilities = Some(src.typed::<Vec<String>>(k, value)?),
                 _ => {
                     return Err(src.err(
                         key.span(),
@@ -112,6 +118,7 @@ impl Case {
             points: points.ok_or_else(|| missing("points"))?,
             settle: Duration::from_millis(settle_ms.unwrap_or(DEFAULT_SETTLE_MS)),
             regression,
+            capabilities: capabilities.unwrap_or_default(),
         })
     }
 

@@ -106,6 +106,7 @@ fn spec_for(id: &TrialId, case: &Case, point: Option<FaultPoint>, opts: &RunOpti
         point,
         settle: case.settle,
         migration_bound: MIGRATION_BOUND,
+        capabilities: case.capabilities.clone(),
         keep: opts.keep,
     }
 }

@@ -201,8 +201,9 @@ class Session:
     def monitor(self, name, req):
         q = self.qmp
         if name == "prepare-cpr":
-            events = {"capability": "events", "state": True}
-            q.execute("migrate-set-capabilities", {"capabilities": [events]})
+            names = ["events"] + req.get("capabilities", [])
+            caps = [{"capability": c, "state": True} for c in names]
+            q.execute("migrate-set-capabilities", {"capabilities": caps})
             q.execute("migrate-set-parameters", {"mode": "cpr-transfer"})
         elif name == "migrate":
             q.execute("migrate", {"channels": channels(req)})

@@ -133,8 +133,9 @@ pub enum AdapterError {
 
 /// Commands one VM. Every call has its own timeout inside; none blocks for ever.
 pub trait Monitor: Send {
-    /// Prepares the VM for a cpr-transfer (mode, events).
-    fn prepare_cpr(&mut self) -> Result<(), AdapterError>;
+    /// Prepares the VM for a cpr-transfer: mode, events, and the migration
+    /// capabilities the case asks for (QEMU's names, e.g. `return-path`).
+    fn prepare_cpr(&mut self, capabilities: &[String]) -> Result<(), AdapterError>;
     fn migrate(&mut self, req: &MigrateRequest) -> Result<(), AdapterError>;
     fn cancel(&mut self) -> Result<(), AdapterError>;
     fn stop(&mut self) -> Result<(), AdapterError>;

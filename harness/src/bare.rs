@@ -61,7 +61,7 @@ pub fn handover(adapter: &dyn Adapter, root: &Path) -> Result<BareTimes, TrialEr
     }
     let _source = spawn(&source_spec)?;
     let mut src = adapter.connect(&source_spec, deadline, Box::new(|_| {}))?;
-    src.prepare_cpr()?;
+    src.prepare_cpr(&[])?;
     let migrate_at = Instant::now();
     src.migrate(&MigrateRequest {
         main: incoming.main.clone(),

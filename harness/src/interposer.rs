@@ -209,23 +209,32 @@ impl Interposer {
             traffic: Traffic::default(),
             gate: Default::default(),
         });
-        let mut threads = Vec::new();
-        for r in routes {
-            let listener = UnixListener::bind(&r.front)?;
-            let shared = Arc::clone(&shared);
-            let route = r.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("interposer-accept".into())
-                    .spawn(move || accept_loop(listener, route, shared))?,
-            );
-        }
-        Ok(Interposer {
+        let mut interposer = Interposer {
             shared,
-            fronts: routes.iter().map(|r| r.front.clone()).collect(),
+            fronts: Vec::new(),
             stop_tx: Some(stop_tx),
-            threads,
-        })
+            threads: Vec::new(),
+        };
+        for r in routes {
+            interposer.open(r)?;
+        }
+        Ok(interposer)
+    }
+
+    /// Binds one more route's front socket and serves it (the main channel is
+    /// opened once the target listens on its own: before, a source connecting
+    /// finds no socket, as it would find none at the target's path).
+    pub fn open(&mut self, route: &Route) -> io::Result<()> {
+        let listener = UnixListener::bind(&route.front)?;
+        let shared = Arc::clone(&self.shared);
+        let r = route.clone();
+        self.threads.push(
+            std::thread::Builder::new()
+                .name("interposer-accept".into())
+                .spawn(move || accept_loop(listener, r, shared))?,
+        );
+        self.fronts.push(route.front.clone());
+        Ok(())
     }
 
     /// The target is gone: a new connection from the source now fails as it

@@ -84,10 +84,14 @@ pub fn migrate_channels(req: &MigrateRequest) -> Value {
 }
 
 impl Monitor for QmpMonitor {
-    fn prepare_cpr(&mut self) -> Result<(), AdapterError> {
+    fn prepare_cpr(&mut self, capabilities: &[String]) -> Result<(), AdapterError> {
+        let caps: Vec<Value> = std::iter::once("events")
+            .chain(capabilities.iter().map(String::as_str))
+            .map(|c| json!({"capability": c, "state": true}))
+            .collect();
         self.exec(
             "migrate-set-capabilities",
-            Some(json!({"capabilities": [{"capability": "events", "state": true}]})),
+            Some(json!({ "capabilities": caps })),
         )?;
         self.exec(
             "migrate-set-parameters",

@@ -363,8 +363,9 @@ impl ExecMonitor {
 }
 
 impl Monitor for ExecMonitor {
-    fn prepare_cpr(&mut self) -> Result<(), AdapterError> {
-        self.call("prepare-cpr", json!({})).map(drop)
+    fn prepare_cpr(&mut self, capabilities: &[String]) -> Result<(), AdapterError> {
+        self.call("prepare-cpr", json!({ "capabilities": capabilities }))
+            .map(drop)
     }
 
     fn migrate(&mut self, req: &MigrateRequest) -> Result<(), AdapterError> {

@@ -157,7 +157,7 @@ fn private_ram_is_refused_for_cpr() {
     let mut source = spawn(&q, &ss);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut mon = q.connect(&ss, deadline, Box::new(|_| {})).unwrap();
-    mon.prepare_cpr().unwrap();
+    mon.prepare_cpr(&[]).unwrap();
     let err = mon
         .migrate(&MigrateRequest {
             main: inc.main.clone(),

@@ -61,6 +61,7 @@ impl<'a> Controller<'a> {
             target: None,
             interposer: None,
             source_status: None,
+            main_route: None,
             hang_pending: false,
             record,
         }
@@ -174,7 +175,7 @@ impl<'a> Controller<'a> {
             mon.stop()?;
         }
         self.record.prior = mon.runstate()?;
-        mon.prepare_cpr()?;
+        mon.prepare_cpr(&self.spec.capabilities)?;
         source.monitor = Some(mon);
         self.source = Some(source);
 
@@ -189,10 +190,15 @@ impl<'a> Controller<'a> {
                 .recv_timeout(Duration::from_secs(120))
                 .unwrap_or(Directive::Forward)
         });
+        // The cpr channel now; the main channel once the target listens on its
+        // own (at target-init), so a source that reaches for it earlier finds
+        // no socket, as it would without the kit.
         let routes = interposer::routes(d.path(), &incoming.cpr, &incoming.main);
         self.interposer = Some(
-            Interposer::start(&routes, &self.timeline, on_hold).map_err(TrialError::Interposer)?,
+            Interposer::start(&routes[..1], &self.timeline, on_hold)
+                .map_err(TrialError::Interposer)?,
         );
+        self.main_route = Some(routes[1].clone());
 
         // target-listen: the last moment before the migrate command.
         self.barrier_point(Step::TargetListen, "target listening");
@@ -355,6 +361,19 @@ impl<'a> Controller<'a> {
         self.action("SIGCONT target");
         if let Some(t) = &self.target {
             let _ = t.proc.thaw();
+        }
+    }
+
+    /// The target has loaded the CPR state and listens on its main socket: the
+    /// interposer opens the main channel's front (once).
+    pub(super) fn open_main(&mut self) {
+        if let (Some(route), Some(i)) = (self.main_route.take(), self.interposer.as_mut())
+            && let Err(e) = i.open(&route)
+        {
+            self.timeline.record(
+                Actor::Main,
+                What::Channel(format!("cannot open the main channel: {e}")),
+            );
         }
     }
 

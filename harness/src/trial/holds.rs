@@ -62,7 +62,10 @@ impl Controller<'_> {
         let (src_state, _) = self.barrier_point(h.step, &note);
         match h.step {
             Step::CprSave => self.observe_cutover(h, src_state),
-            Step::TargetInit => self.observe_target_init(),
+            Step::TargetInit => {
+                self.observe_target_init();
+                self.open_main();
+            }
             _ => {}
         }
         let fault = self.fault_at(h.step);

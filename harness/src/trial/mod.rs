@@ -39,6 +39,8 @@ pub struct TrialSpec {
     pub settle: Duration,
     /// The bound for the whole migration to end.
     pub migration_bound: Duration,
+    /// Migration capabilities to set on the source (QEMU's names).
+    pub capabilities: Vec<String>,
     /// Keep the trial directory (sockets, logs) afterwards.
     pub keep: bool,
 }
@@ -107,6 +109,8 @@ struct Controller<'a> {
     target: Option<Side>,
     interposer: Option<Interposer>,
     source_status: Option<String>,
+    /// The main channel's route, opened at target-init.
+    main_route: Option<crate::interposer::Route>,
     /// A hang-target fault waiting for its cancel at the next hold.
     hang_pending: bool,
     record: TrialRecord,
