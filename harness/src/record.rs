@@ -100,6 +100,38 @@ pub struct TrialRecord {
 }
 
 impl TrialRecord {
+    /// The record of a trial that has observed nothing yet.
+    pub fn new(
+        name: String,
+        vmm: String,
+        guest: GuestState,
+        point: Option<FaultPoint>,
+        settle: Duration,
+        dir: PathBuf,
+        kept_dir: bool,
+    ) -> Self {
+        TrialRecord {
+            name,
+            vmm,
+            guest,
+            point,
+            injected: false,
+            prior: String::new(),
+            migrate: MigrateReply::NotSent,
+            cutover: None,
+            target_init: None,
+            source_ram_inode: None,
+            cancel: None,
+            source: ProcEnd::default(),
+            target: ProcEnd::default(),
+            ended_in_time: true,
+            settle,
+            timeline: Vec::new(),
+            dir,
+            kept_dir,
+        }
+    }
+
     pub fn fault(&self) -> Option<Fault> {
         self.point.map(|p| p.fault)
     }

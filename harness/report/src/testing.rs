@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cprkit_harness::plan::GuestState;
-use cprkit_harness::record::{MigrateReply, ProcEnd, TrialRecord};
+use cprkit_harness::record::{MigrateReply, TrialRecord};
 use cprkit_harness::timeline::{Actor, Entry, What};
 
 /// A timeline entry at `at` milliseconds.
@@ -21,27 +21,21 @@ pub fn entry(seq: usize, at: u64, actor: Actor, what: What) -> Entry {
 /// A record of a fault-free trial whose timeline is `entries` (ms, actor, what).
 pub fn record(entries: &[(u64, Actor, What)]) -> TrialRecord {
     TrialRecord {
-        name: "refvmm::memory-running/no-fault".into(),
-        vmm: "refvmm".into(),
-        guest: GuestState::Running,
-        point: None,
-        injected: false,
         prior: "running".into(),
         migrate: MigrateReply::Accepted,
-        cutover: None,
-        target_init: None,
-        source_ram_inode: None,
-        cancel: None,
-        source: ProcEnd::default(),
-        target: ProcEnd::default(),
-        ended_in_time: true,
-        settle: Duration::from_secs(1),
         timeline: entries
             .iter()
             .enumerate()
             .map(|(i, (at, actor, what))| entry(i, *at, *actor, what.clone()))
             .collect(),
-        dir: PathBuf::from("/tmp/cprkit-test/trial"),
-        kept_dir: false,
+        ..TrialRecord::new(
+            "refvmm::memory-running/no-fault".into(),
+            "refvmm".into(),
+            GuestState::Running,
+            None,
+            Duration::from_secs(1),
+            PathBuf::from("/tmp/cprkit-test/trial"),
+            false,
+        )
     }
 }

@@ -9,7 +9,6 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::mpsc;
 
-use nix::sys::socket::ControlMessageOwned;
 use rstest::rstest;
 
 /// The bound on anything that should happen.
@@ -63,29 +62,10 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// One receive: bytes and fds (close-on-exec, owned here).
+/// One receive: bytes and fds (close-on-exec, owned here), as the interposer receives.
 fn recv(s: &UnixStream) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut iov = [io::IoSliceMut::new(&mut buf)];
-    let mut cmsg = nix::cmsg_space!([RawFd; 8]);
-    let msg = recvmsg::<()>(
-        s.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    let mut fds = Vec::new();
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(raw) = c {
-            // SAFETY: installed for us by this recvmsg.
-            fds.extend(
-                raw.into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    let n = msg.bytes;
+    let (n, fds) = super::recv_cloexec(s, &mut buf)?;
     buf.truncate(n);
     Ok((buf, fds))
 }

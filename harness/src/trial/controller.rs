@@ -14,7 +14,7 @@ use crate::guestmem::GuestRam;
 use crate::interposer::{self, Directive, Held, Interposer};
 use crate::plan::{BadRequest, Fault, GuestState, Step};
 use crate::process::VmmProcess;
-use crate::record::{MigrateReply, ProcEnd, TrialRecord};
+use crate::record::{MigrateReply, TrialRecord};
 use crate::timeline::{Actor, Timeline, What};
 use crate::trialdir::TrialDir;
 use crate::unixnet;
@@ -29,26 +29,15 @@ impl<'a> Controller<'a> {
         tx: Sender<Signal>,
         rx: Receiver<Signal>,
     ) -> Self {
-        let record = TrialRecord {
-            name: spec.name.clone(),
-            vmm: adapter.name().to_string(),
-            guest: spec.guest,
-            point: spec.point,
-            injected: false,
-            prior: String::new(),
-            migrate: MigrateReply::NotSent,
-            cutover: None,
-            target_init: None,
-            source_ram_inode: None,
-            cancel: None,
-            source: ProcEnd::default(),
-            target: ProcEnd::default(),
-            ended_in_time: true,
-            settle: spec.settle,
-            timeline: Vec::new(),
-            dir: dir.path().to_path_buf(),
-            kept_dir: dir.kept(),
-        };
+        let record = TrialRecord::new(
+            spec.name.clone(),
+            adapter.name().to_string(),
+            spec.guest,
+            spec.point,
+            spec.settle,
+            dir.path().to_path_buf(),
+            dir.kept(),
+        );
         Controller {
             adapter,
             spec,
