@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 
 use crate::mutant::Mutant;
-use crate::{DEFAULT_RAM_SIZE, MIN_RAM_SIZE};
+use crate::{DEFAULT_RAM_SIZE, MIN_RAM_SIZE, MIN_RAM_SIZE_BLK};
 
 /// Usage text printed with a usage error.
 pub const USAGE: &str = "usage: refvmm --qmp PATH [--incoming-cpr PATH --incoming-main PATH] \
-[--ram-size BYTES] [--private-ram] [-S] [--mutant NAME]\n       refvmm --list-mutants";
+[--ram-size BYTES] [--private-ram] [-S] [--mutant NAME] [--vhost-user-blk PATH] \
+[--vhost-kernel PATH]\n       refvmm --list-mutants";
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,10 @@ pub struct Config {
     pub no_autostart: bool,
     /// The bug to have, if any.
     pub mutant: Option<Mutant>,
+    /// The vhost-user socket of a vhost-user-blk device, if any.
+    pub vhost_user_blk: Option<PathBuf>,
+    /// A kernel vhost device (/dev/vhost-net, /dev/vhost-vsock), if any.
+    pub vhost_kernel: Option<PathBuf>,
 }
 
 /// The listening paths of a target.
@@ -51,6 +56,8 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
     let mut private_ram = false;
     let mut no_autostart = false;
     let mut mutant = None;
+    let mut vhost_user_blk = None;
+    let mut vhost_kernel = None;
     let mut list = false;
 
     let mut it = args.iter();
@@ -72,6 +79,8 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             "--qmp" => qmp = Some(PathBuf::from(value(flag)?)),
             "--incoming-cpr" => cpr = Some(PathBuf::from(value(flag)?)),
             "--incoming-main" => main = Some(PathBuf::from(value(flag)?)),
+            "--vhost-user-blk" => vhost_user_blk = Some(PathBuf::from(value(flag)?)),
+            "--vhost-kernel" => vhost_kernel = Some(PathBuf::from(value(flag)?)),
             "--ram-size" => ram_size = parse_size(&value(flag)?)?,
             "--mutant" => {
                 let name = value(flag)?;
@@ -100,6 +109,16 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
     if private_ram && incoming.is_some() {
         return Err("--private-ram cannot receive a cpr-transfer (--incoming-*)".into());
     }
+    if vhost_user_blk.is_some() {
+        if ram_size < MIN_RAM_SIZE_BLK {
+            return Err(format!(
+                "--ram-size must be at least {MIN_RAM_SIZE_BLK} bytes with --vhost-user-blk"
+            ));
+        }
+        if private_ram {
+            return Err("--vhost-user-blk needs memfd RAM (not --private-ram)".into());
+        }
+    }
     Ok(Parsed::Run(Config {
         qmp,
         incoming,
@@ -107,6 +126,8 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         private_ram,
         no_autostart,
         mutant,
+        vhost_user_blk,
+        vhost_kernel,
     }))
 }
 
@@ -149,6 +170,29 @@ mod tests {
         assert_eq!(cfg.ram_size, 0x10000);
         assert!(cfg.no_autostart);
         assert_eq!(cfg.mutant, Some(Mutant::CopyRam));
+        assert_eq!(cfg.vhost_user_blk, None);
+        assert_eq!(cfg.vhost_kernel, None);
+    }
+
+    #[test]
+    fn parses_the_vhost_devices() {
+        let Parsed::Run(cfg) = parse(&args(
+            "--qmp q --vhost-user-blk /tmp/vu.sock --vhost-kernel=/dev/vhost-net",
+        ))
+        .unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(cfg.vhost_user_blk, Some(PathBuf::from("/tmp/vu.sock")));
+        assert_eq!(cfg.vhost_kernel, Some(PathBuf::from("/dev/vhost-net")));
+        assert!(USAGE.contains("[--vhost-user-blk PATH]"));
+        // The blk ring needs more RAM than the memory profile's minimum.
+        let small = format!("--qmp q --ram-size {MIN_RAM_SIZE} --vhost-user-blk v");
+        assert!(
+            parse(&args(&small))
+                .unwrap_err()
+                .contains("--vhost-user-blk")
+        );
+        assert!(parse(&args(&format!("--qmp q --ram-size {MIN_RAM_SIZE}"))).is_ok());
     }
 
     #[test]
@@ -162,6 +206,9 @@ mod tests {
             "--qmp q --mutant nope",
             "--qmp q --bogus",
             "--qmp q --private-ram --incoming-cpr c --incoming-main m",
+            "--qmp q --vhost-user-blk",
+            "--qmp q --private-ram --vhost-user-blk v",
+            "--qmp q --vhost-kernel",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad}");
         }

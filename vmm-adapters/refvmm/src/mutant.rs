@@ -24,6 +24,17 @@ pub enum Mutant {
     CopyRam,
     /// Target: always resumes to running, even when the source was paused.
     TargetIgnoresPaused,
+    /// Source (vhost-user-blk): skips release-owner: its ring keeps running,
+    /// no GET_VRING_BASE, no RESET_OWNER; the base it sends is its driver's
+    /// ring index.
+    NeverReleaseOwner,
+    /// Source (vhost-user-blk): after a failed transfer, resumes without
+    /// taking the device back.
+    NoReacquireAfterFailure,
+    /// Source (vhost-user-blk): source-stop stops the vCPU only; the guest's
+    /// I/O goes on through cpr-save and is stopped (and the device released)
+    /// only once the target closed the cpr channel.
+    IoAfterCutover,
 }
 
 /// Every mutant: `(name, one-line description)`, in the order `--list-mutants`
@@ -61,9 +72,21 @@ pub const MUTANTS: &[(&str, &str)] = &[
         "target-ignores-paused",
         "target always resumes to running, even when the source was paused",
     ),
+    (
+        "never-release-owner",
+        "source never releases its vhost-user-blk device (ring left running, no GET_VRING_BASE, no RESET_OWNER; sends its driver ring index as the base)",
+    ),
+    (
+        "no-reacquire-after-failure",
+        "source resumes after a failed or cancelled transfer without taking its vhost-user-blk device back",
+    ),
+    (
+        "io-after-cutover",
+        "source-stop stops the vCPU only: device I/O goes on through cpr-save; I/O stop and device release come after the target closed the cpr channel",
+    ),
 ];
 
-const ALL: [Mutant; 8] = [
+const ALL: [Mutant; 11] = [
     Mutant::LegacyStopOrder,
     Mutant::NoResumeOnFailure,
     Mutant::DoubleResume,
@@ -72,6 +95,9 @@ const ALL: [Mutant; 8] = [
     Mutant::SplitBrainAfterCancel,
     Mutant::CopyRam,
     Mutant::TargetIgnoresPaused,
+    Mutant::NeverReleaseOwner,
+    Mutant::NoReacquireAfterFailure,
+    Mutant::IoAfterCutover,
 ];
 
 impl Mutant {
@@ -86,6 +112,9 @@ impl Mutant {
             Self::SplitBrainAfterCancel => "split-brain-after-cancel",
             Self::CopyRam => "copy-ram",
             Self::TargetIgnoresPaused => "target-ignores-paused",
+            Self::NeverReleaseOwner => "never-release-owner",
+            Self::NoReacquireAfterFailure => "no-reacquire-after-failure",
+            Self::IoAfterCutover => "io-after-cutover",
         }
     }
 

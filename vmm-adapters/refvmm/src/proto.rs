@@ -35,8 +35,20 @@ pub struct VcpuState {
     pub r: u64,
 }
 
+/// The vhost-user-blk part of the device state: what the target's ring 0
+/// starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlkState {
+    /// The ring base: the source's GET_VRING_BASE answer (the device's next
+    /// available index).
+    pub base: u16,
+}
+
 /// The device state:
-/// `{"type":"state","magic":"cprkit-refvmm-1","running":B,"vcpu":{"r":R},"ram_size":N}`.
+/// `{"type":"state","magic":"cprkit-refvmm-1","running":B,"vcpu":{"r":R},"ram_size":N}`,
+/// with `"blk":{"base":B}` at the end when the VM has a vhost-user-blk
+/// device (absent otherwise, so the wire without a device is unchanged).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceState {
@@ -47,6 +59,8 @@ pub struct DeviceState {
     pub running: bool,
     pub vcpu: VcpuState,
     pub ram_size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blk: Option<BlkState>,
 }
 
 /// A bare `{"type":...}` message (`loaded`, `go`).
@@ -87,6 +101,7 @@ impl DeviceState {
             running,
             vcpu: VcpuState { r },
             ram_size,
+            blk: None,
         }
     }
 
@@ -214,6 +229,21 @@ mod tests {
             bad[i] ^= 0xff;
             assert!(DeviceState::parse(&bad).is_err(), "flip at {i}");
         }
+        let mut with_blk = DeviceState::new(true, 12, 8192);
+        with_blk.blk = Some(BlkState { base: 300 });
+        let good = line(&with_blk);
+        let good = &good[..good.len() - 1];
+        assert!(good.ends_with(b",\"blk\":{\"base\":300}}"));
+        assert_eq!(DeviceState::parse(good).unwrap(), with_blk);
+        for i in 0..good.len() {
+            let mut bad = good.to_vec();
+            bad[i] ^= 0xff;
+            assert!(DeviceState::parse(&bad).is_err(), "flip at {i}");
+        }
+        let extra = br#"{"type":"state","magic":"cprkit-refvmm-1","running":true,"vcpu":{"r":1},"ram_size":8,"blk":{"base":1,"x":2}}"#;
+        assert!(DeviceState::parse(extra).is_err());
+        let big = br#"{"type":"state","magic":"cprkit-refvmm-1","running":true,"vcpu":{"r":1},"ram_size":8,"blk":{"base":65536}}"#;
+        assert!(DeviceState::parse(big).is_err());
         assert!(expect_bare(b"{\"type\":\"go\"}", "go").is_ok());
         assert!(expect_bare(b"{\"type\":\"go\",\"x\":1}", "go").is_err());
         assert!(expect_bare(b"{\"type\":\"loaded\"}", "go").is_err());

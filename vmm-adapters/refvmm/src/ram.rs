@@ -7,7 +7,7 @@ use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, mmap_anonymous, munmap};
@@ -160,6 +160,64 @@ impl GuestRam {
     /// Writes a little-endian u64 of guest RAM.
     pub fn store_u64(&self, offset: usize, value: u64) {
         self.word(offset).store(value.to_le(), Ordering::Release);
+    }
+
+    /// The host address where guest RAM is mapped in this process (guest
+    /// physical address 0), the `userspace_addr` a vhost-user backend needs.
+    pub fn host_addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    fn at<T>(&self, offset: usize) -> *mut T {
+        let size = std::mem::size_of::<T>();
+        assert!(
+            offset.is_multiple_of(size) && offset + size <= self.len,
+            "guest RAM access out of range: {offset:#x} ({size} bytes)"
+        );
+        // SAFETY: in range (checked above); the mapping lives as long as `self`.
+        unsafe { self.ptr.as_ptr().add(offset).cast() }
+    }
+
+    /// Reads a little-endian u32 of guest RAM.
+    pub fn load_u32(&self, offset: usize) -> u32 {
+        // SAFETY: in range and aligned (checked by `at`), accessed atomically.
+        let a = unsafe { AtomicU32::from_ptr(self.at(offset)) };
+        u32::from_le(a.load(Ordering::Acquire))
+    }
+
+    /// Writes a little-endian u32 of guest RAM.
+    pub fn store_u32(&self, offset: usize, value: u32) {
+        // SAFETY: in range and aligned (checked by `at`), accessed atomically.
+        let a = unsafe { AtomicU32::from_ptr(self.at(offset)) };
+        a.store(value.to_le(), Ordering::Release);
+    }
+
+    /// Reads a little-endian u16 of guest RAM.
+    pub fn load_u16(&self, offset: usize) -> u16 {
+        // SAFETY: in range and aligned (checked by `at`), accessed atomically.
+        let a = unsafe { AtomicU16::from_ptr(self.at(offset)) };
+        u16::from_le(a.load(Ordering::Acquire))
+    }
+
+    /// Writes a little-endian u16 of guest RAM.
+    pub fn store_u16(&self, offset: usize, value: u16) {
+        // SAFETY: in range and aligned (checked by `at`), accessed atomically.
+        let a = unsafe { AtomicU16::from_ptr(self.at(offset)) };
+        a.store(value.to_le(), Ordering::Release);
+    }
+
+    /// Reads a byte of guest RAM.
+    pub fn load_u8(&self, offset: usize) -> u8 {
+        // SAFETY: in range (checked by `at`), accessed atomically.
+        let a = unsafe { AtomicU8::from_ptr(self.at(offset)) };
+        a.load(Ordering::Acquire)
+    }
+
+    /// Writes a byte of guest RAM.
+    pub fn store_u8(&self, offset: usize, value: u8) {
+        // SAFETY: in range (checked by `at`), accessed atomically.
+        let a = unsafe { AtomicU8::from_ptr(self.at(offset)) };
+        a.store(value, Ordering::Release);
     }
 
     /// The guest counter: the last sequence number written.

@@ -1,10 +1,11 @@
 //! The source side of cpr-transfer: `migrate` stops the VM (source-stop),
-//! then a migration thread takes release-owner, cpr-save (the RAM memfd over
+//! then a migration thread takes release-owner (stops and gives up its vhost
+//! devices), cpr-save (the RAM memfd over
 //! the cpr channel, then waiting for the target's EOF), main-stream (device
 //! state, waiting for `loaded`) and the commit (`go`, `postmigrate`,
 //! `completed`); or, on any failure or cancel before the commit, closes both
-//! channels, resumes the VM once to its prior runstate and only then reports
-//! `failed` or `cancelled`.
+//! channels, takes its devices back, resumes the VM once to its prior
+//! runstate and only then reports `failed` or `cancelled`.
 
 use std::io::{BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -15,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use sendfd::SendWithFd;
 
+use crate::blk::Blk;
 use crate::channels::Channels;
 use crate::log::{self, Role};
 use crate::migration::{MigrationRecord, MigrationStatus, OutgoingCtl};
 use crate::mutant::Mutant;
-use crate::proto::{self, CprState, DeviceState};
+use crate::proto::{self, BlkState, CprState, DeviceState};
 use crate::runstate::RunState;
 use crate::vm::{Vm, VmState};
 
@@ -64,7 +66,13 @@ pub fn start(vm: &Arc<Vm>, st: &mut VmState, channels: Channels) {
 
 fn source_stop(vm: &Vm, st: &mut VmState) {
     crate::log!("step source-stop");
-    vm.stop_force_state(st, RunState::FinishMigrate);
+    let keep_io = vm.blk.is_some() && vm.has(Mutant::IoAfterCutover);
+    if keep_io {
+        crate::log!(
+            "source-stop: stopping the vCPU only, device I/O goes on (mutant io-after-cutover)"
+        );
+    }
+    vm.stop_force_state_keeping_io(st, RunState::FinishMigrate, keep_io);
     if let Some(ctl) = st.outgoing.as_mut() {
         ctl.stopped_at = Some(Instant::now());
     }
@@ -107,14 +115,78 @@ fn connect(vm: &Vm, path: &Path, what: &str) -> Step<UnixStream> {
 }
 
 fn run_steps(vm: &Arc<Vm>, ch: &Channels, old_state: RunState, conns: &mut Conns) -> Step<()> {
-    crate::log!("step release-owner: no vhost device to release");
+    let has_devices = vm.blk.is_some() || vm.vhost_kernel.is_some();
+    let legacy = vm.has(Mutant::LegacyStopOrder);
+    if !has_devices {
+        crate::log!("step release-owner: no vhost device to release");
+    } else if !legacy {
+        release_owner(vm)?;
+    }
     cpr_save(vm, &ch.cpr, conns)?;
-    if vm.has(Mutant::LegacyStopOrder) {
+    if legacy {
         let mut st = checkpoint(vm)?;
         source_stop(vm, &mut st);
+        drop(st);
+        if has_devices {
+            // The legacy order releases the devices when the VM stops.
+            release_owner(vm)?;
+        }
+    }
+    if let Some(blk) = vm.blk.as_ref().filter(|_| vm.has(Mutant::IoAfterCutover)) {
+        crate::log!(
+            "release-owner: stopping device I/O and releasing vhost-user-blk now (mutant io-after-cutover)"
+        );
+        blk.io.stop();
+        release_blk(blk)?;
     }
     main_stream(vm, &ch.main, old_state, conns)?;
     commit(vm, conns)
+}
+
+/// release-owner: stops and gives up every vhost device (the device I/O is
+/// stopped already, by source-stop). A refused or failed release fails the
+/// migration.
+fn release_owner(vm: &Vm) -> Step<()> {
+    crate::log!("step release-owner");
+    if vm.has(Mutant::NeverReleaseOwner) {
+        crate::log!("release-owner: keeping every vhost device (mutant never-release-owner)");
+        return Ok(());
+    }
+    if let Some(blk) = &vm.blk {
+        if vm.has(Mutant::IoAfterCutover) {
+            crate::log!(
+                "release-owner: vhost-user-blk released only after cpr-save (mutant io-after-cutover)"
+            );
+        } else {
+            release_blk(blk)?;
+        }
+    }
+    if let Some(dev) = &vm.vhost_kernel {
+        dev.reset_owner()
+            .map_err(|e| Abort::Failed(format!("release-owner: VHOST_RESET_OWNER: {e}")))?;
+        crate::log!("release-owner: kernel vhost device released (VHOST_RESET_OWNER)");
+    }
+    Ok(())
+}
+
+/// Releases the vhost-user-blk device: SET_VRING_ENABLE 0, GET_VRING_BASE,
+/// RESET_OWNER.
+fn release_blk(blk: &Blk) -> Step<()> {
+    blk.release()
+        .map(|base| crate::log!("release-owner: vhost-user-blk released at base {base}"))
+        .map_err(|e| Abort::Failed(format!("release-owner: vhost-user-blk: {e:#}")))
+}
+
+/// The vhost-user-blk part of the device state: the base GET_VRING_BASE
+/// answered, or (never-release-owner, which asked nothing) the driver's own
+/// ring index.
+fn blk_state(vm: &Vm) -> Option<BlkState> {
+    let blk = vm.blk.as_ref()?;
+    let base = match blk.base() {
+        Some(base) if !vm.has(Mutant::NeverReleaseOwner) => base,
+        _ => blk.driver_index(),
+    };
+    Some(BlkState { base })
 }
 
 /// cpr-save, the cut-over point: the CPR state with the RAM memfd, then the
@@ -128,9 +200,13 @@ fn cpr_save(vm: &Vm, path: &Path, conns: &mut Conns) -> Step<()> {
         .memfd()
         .expect("migrate refuses private RAM")
         .as_raw_fd();
+    let mut fds = vec![memfd];
+    if let Some(dev) = &vm.vhost_kernel {
+        fds.push(dev.fd().as_raw_fd());
+    }
     let msg = proto::line(&CprState::new(size));
     let sent = cpr
-        .send_with_fd(&msg, &[memfd])
+        .send_with_fd(&msg, &fds)
         .map_err(|e| Abort::Failed(format!("cpr-save: sendmsg: {e}")))?;
     if sent < msg.len() {
         cpr.write_all(&msg[sent..])
@@ -153,11 +229,16 @@ fn main_stream(vm: &Vm, path: &Path, old_state: RunState, conns: &mut Conns) -> 
     let state = {
         let mut st = checkpoint(vm)?;
         vm.set_migration_status(&mut st, MigrationStatus::Device);
-        DeviceState::new(old_state == RunState::Running, vm.vcpu.r(), size)
+        let mut state = DeviceState::new(old_state == RunState::Running, vm.vcpu.r(), size);
+        state.blk = blk_state(vm);
+        state
     };
     main.write_all(&proto::line(&state))
         .map_err(|e| Abort::Failed(format!("main-stream: writing the device state: {e}")))?;
     crate::log!("main-stream: sent the device state (r={})", state.vcpu.r);
+    if let Some(blk) = &state.blk {
+        crate::log!("main-stream: vhost-user-blk ring base {}", blk.base);
+    }
 
     let read = proto::read_line(&mut BufReader::new(&*main));
     if vm.has(Mutant::FalseCompletion) {
@@ -225,7 +306,7 @@ fn commit(vm: &Vm, conns: &mut Conns) -> Step<()> {
 
 /// The failure path: close both channels, resume once to the prior runstate,
 /// then report `failed` or `cancelled`.
-fn finish_aborted(vm: &Vm, old_state: RunState, conns: Conns, abort: Abort) {
+fn finish_aborted(vm: &Arc<Vm>, old_state: RunState, conns: Conns, abort: Abort) {
     let mut st = vm.lock();
     let mut ctl = st.outgoing.take().unwrap_or_default();
     ctl.shutdown_sockets();
@@ -235,8 +316,26 @@ fn finish_aborted(vm: &Vm, old_state: RunState, conns: Conns, abort: Abort) {
         Abort::Failed(desc) if !cancelled => crate::log!("step cleanup: migration failed: {desc}"),
         _ => crate::log!("step cleanup: migration cancelled"),
     }
+    if let Some(dev) = vm.vhost_kernel.as_ref().filter(|d| d.released()) {
+        if vm.has(Mutant::NoReacquireAfterFailure) {
+            crate::log!(
+                "cleanup: not taking the kernel vhost device back (mutant no-reacquire-after-failure)"
+            );
+        } else {
+            match dev.set_owner() {
+                Ok(()) => crate::log!("cleanup: kernel vhost device owned again (VHOST_SET_OWNER)"),
+                Err(e) => crate::log!("cleanup: VHOST_SET_OWNER: {e}; resuming without the device"),
+            }
+        }
+    }
     if ctl.stopped_at.is_some() {
         resume(vm, &mut st, old_state);
+    }
+    // The device comes back in the background: an `exclusive` device refuses
+    // it while the target still owns it, and the target only lets go once it
+    // sees the channels closed; the guest's I/O waits for the ring meanwhile.
+    if vm.blk.as_ref().is_some_and(|b| b.needs_reacquire()) {
+        take_blk_back(vm);
     }
     if cancelled {
         vm.set_migration_status(&mut st, MigrationStatus::Cancelled);
@@ -267,4 +366,28 @@ fn resume(vm: &Vm, st: &mut VmState, old_state: RunState) {
             crate::log!("cleanup: back to {old_state}");
         }
     }
+}
+
+/// Takes the vhost-user-blk device back after a failed transfer, before the
+/// VM resumes (the I/O is stopped); if it cannot within the bound, logs it
+/// and the VM resumes anyway.
+fn take_blk_back(vm: &Arc<Vm>) {
+    if vm.has(Mutant::NoReacquireAfterFailure) {
+        crate::log!(
+            "step cleanup: not taking the vhost-user-blk device back (mutant no-reacquire-after-failure)"
+        );
+        return;
+    }
+    crate::log!("step cleanup: taking the vhost-user-blk device back (in the background)");
+    let vm = Arc::clone(vm);
+    std::thread::Builder::new()
+        .name("blk-reacquire".into())
+        .spawn(move || {
+            if let Some(blk) = vm.blk.as_ref()
+                && let Err(e) = blk.reacquire()
+            {
+                crate::log!("cleanup: vhost-user-blk: {e:#}; the guest goes on without the device");
+            }
+        })
+        .expect("spawn the reacquire thread");
 }

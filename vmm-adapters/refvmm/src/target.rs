@@ -1,8 +1,11 @@
 //! The target side of cpr-transfer: target-listen (the CPR state and the RAM
 //! memfd over the cpr channel, before any monitor), target-init (map the
-//! passed memfd in place, start the monitor, listen on the main channel, then
-//! signal readiness by shutting down our write side of the cpr channel),
-//! main-stream (load the device state, answer `loaded`) and target-resume (on
+//! passed memfd in place, take the vhost devices (vhost-user-blk: handshake,
+//! SET_OWNER, SET_MEM_TABLE; kernel vhost: VHOST_SET_OWNER on the passed fd),
+//! start the monitor, listen on the main channel, then signal readiness by
+//! shutting down our write side of the cpr channel), main-stream (load the
+//! device state, start the vhost-user-blk ring at the source's base, answer
+//! `loaded`) and target-resume (on
 //! the source's `go` only). Any failure before `go` ends the process with
 //! status 1: a target that did not get `go` never runs.
 
@@ -16,6 +19,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use sendfd::RecvWithFd;
 
+use crate::blk::Blk;
 use crate::cli::{Config, Incoming};
 use crate::listen::Listener;
 use crate::log::{self, Role};
@@ -23,6 +27,7 @@ use crate::mutant::Mutant;
 use crate::proto::{self, CprState, DeviceState};
 use crate::ram::GuestRam;
 use crate::runstate::RunState;
+use crate::vhost_kernel::VhostKernel;
 use crate::vm::{Vm, VmState};
 
 /// Logs why the incoming migration failed and exits with status 1.
@@ -37,8 +42,8 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
     if let Some(m) = cfg.mutant {
         crate::log!("boot: mutant {m}");
     }
-    let (cpr, ram_fd) = target_listen(cfg, inc);
-    let (vm, main_listener) = target_init(cfg, inc, &cpr, ram_fd);
+    let (cpr, ram_fd, vhost_fd) = target_listen(cfg, inc);
+    let (vm, main_listener) = target_init(cfg, inc, &cpr, ram_fd, vhost_fd);
     let main = wait_main(main_listener, &cpr);
     crate::log!("step main-stream: main channel accepted");
     let mut reader = BufReader::new(&main);
@@ -78,8 +83,8 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
 }
 
 /// target-listen: no monitor yet; accepts one cpr connection and reads the
-/// CPR state with the RAM fd.
-fn target_listen(cfg: &Config, inc: &Incoming) -> (UnixStream, OwnedFd) {
+/// CPR state with the RAM fd (and the kernel vhost fd, second, if any).
+fn target_listen(cfg: &Config, inc: &Incoming) -> (UnixStream, OwnedFd, Option<OwnedFd>) {
     crate::log!("step target-listen on {}", inc.cpr.display());
     let listener = Listener::bind(&inc.cpr)
         .unwrap_or_else(|e| die(format!("cpr socket {}: {e}", inc.cpr.display())));
@@ -96,11 +101,12 @@ fn target_listen(cfg: &Config, inc: &Incoming) -> (UnixStream, OwnedFd) {
         ));
     }
     let nfds = fds.len();
-    let Some(ram_fd) = fds.into_iter().next() else {
+    let mut fds = fds.into_iter();
+    let Some(ram_fd) = fds.next() else {
         die("the CPR state came without the RAM fd")
     };
     crate::log!("target-listen: CPR state received with {nfds} fd(s)");
-    (cpr, ram_fd)
+    (cpr, ram_fd, fds.next())
 }
 
 /// target-init: maps the RAM fd in place, starts the monitor, listens on the
@@ -110,6 +116,7 @@ fn target_init(
     inc: &Incoming,
     cpr: &UnixStream,
     ram_fd: OwnedFd,
+    vhost_fd: Option<OwnedFd>,
 ) -> (Arc<Vm>, Listener) {
     crate::log!("step target-init");
     let ram = if cfg.mutant == Some(Mutant::CopyRam) {
@@ -120,12 +127,9 @@ fn target_init(
     }
     .unwrap_or_else(|e| die(format!("mapping guest RAM: {e:#}")));
     crate::log!("target-init: guest RAM mapped (counter {})", ram.counter());
-    let vm = Arc::new(Vm::new(
-        ram,
-        RunState::InMigrate,
-        !cfg.no_autostart,
-        cfg.mutant,
-    ));
+    let mut vm = Vm::new(ram, RunState::InMigrate, !cfg.no_autostart, cfg.mutant);
+    take_devices(cfg, &mut vm, vhost_fd);
+    let vm = Arc::new(vm);
     if let Err(e) = crate::monitor::start(&cfg.qmp, Arc::clone(&vm)) {
         die(format!("QMP socket {}: {e}", cfg.qmp.display()));
     }
@@ -140,6 +144,33 @@ fn target_init(
         inc.main.display()
     );
     (vm, main_listener)
+}
+
+/// target-init's take-over of the devices: the vhost-user-blk device on our
+/// own `--vhost-user-blk` path (handshake, SET_OWNER, GET_CONFIG,
+/// SET_MEM_TABLE with the received memfd; its ring starts at main-stream) and
+/// the received kernel vhost fd (VHOST_SET_OWNER). Any refusal (busy: an
+/// error reply or a closed connection, EBUSY) ends the process.
+fn take_devices(cfg: &Config, vm: &mut Vm, vhost_fd: Option<OwnedFd>) {
+    if let Some(path) = &cfg.vhost_user_blk {
+        let blk = Blk::new(path, Arc::clone(&vm.ram));
+        if let Err(e) = blk.attach() {
+            die(format!("vhost-user-blk: {e:#}"));
+        }
+        crate::log!("target-init: vhost-user-blk device taken (SET_OWNER, SET_MEM_TABLE)");
+        vm.blk = Some(blk);
+    }
+    if cfg.vhost_kernel.is_some() {
+        let Some(fd) = vhost_fd else {
+            die("the CPR state came without the kernel vhost fd")
+        };
+        let dev = VhostKernel::from_fd(fd);
+        if let Err(e) = dev.set_owner() {
+            die(format!("VHOST_SET_OWNER: {e}"));
+        }
+        crate::log!("target-init: kernel vhost device taken (VHOST_SET_OWNER)");
+        vm.vhost_kernel = Some(dev);
+    }
 }
 
 /// main-stream: reads, checks and loads the device state. Besides its own
@@ -169,6 +200,7 @@ fn load_state<R: BufRead>(cfg: &Config, vm: &Vm, reader: &mut R) -> DeviceState 
         ));
     }
     vm.vcpu.set_r(state.vcpu.r);
+    load_blk(vm, &state);
     crate::log!(
         "main-stream: device state loaded (r={}, source was {})",
         state.vcpu.r,
@@ -179,6 +211,33 @@ fn load_state<R: BufRead>(cfg: &Config, vm: &Vm, reader: &mut R) -> DeviceState 
         }
     );
     state
+}
+
+/// Starts the vhost-user-blk ring at the source's base (the state must
+/// carry a ring state exactly when this VM has the device).
+fn load_blk(vm: &Vm, state: &DeviceState) {
+    match (&vm.blk, &state.blk) {
+        (None, None) => {}
+        (Some(_), None) => die("the device state has no vhost-user-blk ring state"),
+        (None, Some(_)) => {
+            die("the device state has a vhost-user-blk ring state, this VM has no such device")
+        }
+        (Some(blk), Some(s)) => {
+            let driver = blk.driver_index();
+            if driver != s.base {
+                crate::log!(
+                    "main-stream: vhost-user-blk base {} differs from the driver's index {driver} (requests the device has not consumed)",
+                    s.base
+                );
+            }
+            if let Err(e) = blk.start_ring(s.base) {
+                die(format!(
+                    "vhost-user-blk: starting ring 0 at base {}: {e:#}",
+                    s.base
+                ));
+            }
+        }
+    }
 }
 
 /// target-resume: runs the VM if the source was running (and `-S` or a

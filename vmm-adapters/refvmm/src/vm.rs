@@ -1,4 +1,4 @@
-//! The VM: its runstate, RAM and vCPU, and the transitions between runstates
+//! The VM: its runstate, RAM, vCPU and devices, and the transitions between runstates
 //! with their events. One lock (the VM state) orders every transition, every
 //! event and every QMP reply: whoever changes the state holds it while
 //! emitting the matching event, and the monitor holds it from a command's
@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
+use crate::blk::Blk;
 use crate::migration::{MigrationRecord, MigrationStatus, OutgoingCtl};
 use crate::mutant::Mutant;
 use crate::outbox::Outbox;
 use crate::ram::GuestRam;
 use crate::runstate::RunState;
 use crate::vcpu::Vcpu;
+use crate::vhost_kernel::VhostKernel;
 
 /// Everything about the VM that changes, under one lock.
 #[derive(Debug)]
@@ -40,6 +42,11 @@ pub struct Vm {
     pub ram: Arc<GuestRam>,
     pub vcpu: Vcpu,
     pub mutant: Option<Mutant>,
+    /// The vhost-user-blk device (`--vhost-user-blk`); its I/O runs while
+    /// the VM runs.
+    pub blk: Option<Blk>,
+    /// The kernel vhost device (`--vhost-kernel`).
+    pub vhost_kernel: Option<VhostKernel>,
 }
 
 impl Vm {
@@ -59,6 +66,8 @@ impl Vm {
             vcpu: Vcpu::new(Arc::clone(&ram), 0),
             ram,
             mutant,
+            blk: None,
+            vhost_kernel: None,
         }
     }
 
@@ -77,18 +86,28 @@ impl Vm {
     pub fn stop(&self, st: &mut VmState) {
         if st.runstate == RunState::Running {
             self.vcpu.stop();
+            self.stop_io();
             st.runstate = RunState::Paused;
             crate::log!("vm: stopped (paused)");
             self.outbox.event("STOP", Value::Null);
         }
     }
 
-    /// QEMU's vm_stop_force_state: stops the vCPU if it runs (STOP event) and
-    /// sets `state` in any case.
+    /// QEMU's vm_stop_force_state: stops the vCPU and the device I/O if they
+    /// run (STOP event) and sets `state` in any case.
     pub fn stop_force_state(&self, st: &mut VmState, state: RunState) {
+        self.stop_force_state_keeping_io(st, state, false);
+    }
+
+    /// [`Self::stop_force_state`], leaving the device I/O running if
+    /// `keep_io` (the `io-after-cutover` mutant's bug).
+    pub fn stop_force_state_keeping_io(&self, st: &mut VmState, state: RunState, keep_io: bool) {
         let was_running = st.runstate == RunState::Running;
         if was_running {
             self.vcpu.stop();
+            if !keep_io {
+                self.stop_io();
+            }
         }
         st.runstate = state;
         crate::log!("vm: stopped ({state})");
@@ -97,10 +116,20 @@ impl Vm {
         }
     }
 
-    /// Starts the vCPU, runstate `running`, RESUME event.
+    /// Stops the device I/O (returns once no request is in flight).
+    pub fn stop_io(&self) {
+        if let Some(blk) = &self.blk {
+            blk.io.stop();
+        }
+    }
+
+    /// Starts the vCPU and the device I/O, runstate `running`, RESUME event.
     pub fn start(&self, st: &mut VmState) {
         let r = self.vcpu.r();
         self.vcpu.start();
+        if let Some(blk) = &self.blk {
+            blk.io.start();
+        }
         st.runstate = RunState::Running;
         crate::log!("vm: running (from r={r})");
         self.outbox.event("RESUME", Value::Null);
