@@ -53,6 +53,8 @@ fn check(p: &Planned, root: &std::path::Path) -> Result<(), Failed> {
 fn main() -> ExitCode {
     // SAFETY: set before any thread starts.
     unsafe { std::env::set_var("CPRKIT_REFVMM", env!("CARGO_BIN_EXE_refvmm")) };
+    // SAFETY: as above.
+    unsafe { std::env::set_var("CPRKIT_DEVICE", env!("CARGO_BIN_EXE_cprkit-device")) };
     let args = Arguments::from_args();
     let cases = match load_dir(&cases_dir()) {
         Ok(c) => c,

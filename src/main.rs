@@ -8,16 +8,21 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cprkit_adapters::refvmm_adapter::{HOSTED_REFVMM_ARG, host_refvmm};
+use cprkit_adapters::refvmm_adapter::HOSTED_REFVMM_ARG;
+use cprkit_harness::device::HOSTED_DEVICE_ARG;
+use cprkit_harness::launcher;
 
 fn main() -> ExitCode {
-    // `cprkit` hosts refvmm, so `cprkit run` needs nothing else built.
+    // `cprkit` hosts refvmm and the device daemon, so `cprkit run` needs
+    // nothing else built.
     let mut argv = std::env::args();
-    if argv.nth(1).as_deref() == Some(HOSTED_REFVMM_ARG) {
-        std::process::exit(refvmm::run(argv.collect()));
+    match argv.nth(1).as_deref() {
+        Some(HOSTED_REFVMM_ARG) => std::process::exit(refvmm::run(argv.collect())),
+        Some(HOSTED_DEVICE_ARG) => std::process::exit(cprkit_device::run(argv.collect())),
+        _ => {}
     }
     if let Ok(exe) = std::env::current_exe() {
-        host_refvmm(exe);
+        launcher::set_host(exe);
     }
     let args = cli::Cli::parse();
     match cli::dispatch(args) {

@@ -97,7 +97,11 @@ fn the_correct_refvmm_is_certified_and_the_bundle_is_complete() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("verdict: CERTIFIED"), "{}", text(&o));
 
-    let trials = list(&["--vmm", "refvmm"]);
+    // The memory profile's trials: every case but those with a device.
+    let trials: Vec<String> = list(&["--vmm", "refvmm"])
+        .into_iter()
+        .filter(|t| !t.contains("::vhost-"))
+        .collect();
     let md = read(&out.join("report.md"));
     assert!(md.contains("**Verdict: CERTIFIED**"), "{md}");
     assert!(md.contains("| ORD-1 |"), "{md}");
@@ -227,9 +231,20 @@ fn a_mutant_is_not_certified_even_with_its_violations_known() {
 
 #[test]
 fn a_profile_without_a_case_is_not_certified() {
+    let cases = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cases.path().join("m.toml"),
+        "profile = \"memory\"\nguest = \"running\"\npoints = [\"no-fault\"]\n",
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bundle");
-    let o = certify("refvmm", "vhost-user", &out, &[]);
+    let o = certify(
+        "refvmm",
+        "vhost-user",
+        &out,
+        &[("CPRKIT_CASES", cases.path())],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("no case has profile `vhost-user`"),
@@ -248,21 +263,21 @@ fn a_profile_without_a_case_is_not_certified() {
 fn a_trial_not_run_fails_the_certification_with_its_reason() {
     let cases = tempfile::tempdir().unwrap();
     std::fs::write(
-        cases.path().join("vu.toml"),
-        "profile = \"vhost-user\"\nguest = \"running\"\npoints = [\"no-fault\", \"kill-target@cpr-save\"]\n",
+        cases.path().join("vk.toml"),
+        "profile = \"vhost-kernel\"\nguest = \"running\"\npoints = [\"no-fault\", \"kill-target@cpr-save\"]\n",
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bundle");
     let o = certify(
         "refvmm",
-        "vhost-user",
+        "vhost-kernel",
         &out,
         &[("CPRKIT_CASES", cases.path())],
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
-        text(&o).contains("refvmm::vu/no-fault not run: profile `vhost-user` is not built yet"),
+        text(&o).contains("refvmm::vk/no-fault not run: "),
         "{}",
         text(&o)
     );
@@ -435,10 +450,7 @@ fn the_schema_names_every_rule_and_figure() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    let ids: Vec<&str> = cprkit_harness::rules::MEMORY_RULES
-        .iter()
-        .map(|r| r.id)
-        .collect();
+    let ids: Vec<&str> = cprkit_harness::rules::RULES.iter().map(|r| r.id).collect();
     assert_eq!(rules, ids);
     let keys: Vec<&str> = schema["$defs"]["figure_key"]["enum"]
         .as_array()
@@ -487,4 +499,42 @@ fn stock_qemu_is_not_certified_and_the_report_names_ord1_with_its_evidence() {
     );
     let report: Value = serde_json::from_str(&read(&bundle.join("report.json"))).unwrap();
     assert_valid(&report);
+}
+
+#[test]
+fn a_vhost_user_certification_judges_the_device_rules() {
+    let cases = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cases.path().join("vu.toml"),
+        "profile = \"vhost-user\"\nguest = \"running\"\n\
+         points = [\"no-fault\", \"device-busy@target-init\", \"kill-target@target-init\"]\n",
+    )
+    .unwrap();
+    let env = [("CPRKIT_CASES", cases.path())];
+    let dir = tempfile::tempdir().unwrap();
+
+    let good = dir.path().join("good");
+    let o = certify("refvmm", "vhost-user", &good, &env);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let json: Value = serde_json::from_str(&read(&good.join("report.json"))).unwrap();
+    assert_valid(&json);
+    let rules: Vec<&str> = json["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    for id in ["ORD-2", "OWN-1", "OWN-2"] {
+        assert!(rules.contains(&id), "{id} judged: {rules:?}");
+    }
+
+    let bad = dir.path().join("bad");
+    let o = certify("refvmm:never-release-owner", "vhost-user", &bad, &env);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let md = read(&bad.join("report.md"));
+    assert!(md.contains("ORD-2"), "{md}");
+    assert!(
+        md.contains("still ran when the first fd crossed"),
+        "the evidence, as observed: {md}"
+    );
 }

@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cprkit_harness::device::{Backend, Policy};
 use cprkit_harness::plan::{FaultPoint, GuestState};
 use serde::Deserialize;
 use serde::de::value::StrDeserializer;
@@ -33,10 +34,14 @@ pub struct Case {
     /// Migration capabilities set on the source before `migrate` (QEMU's
     /// names, such as `return-path`); `events` is always set.
     pub capabilities: Vec<String>,
+    /// The device daemon's ownership policy (profiles with a device; default `exclusive`).
+    pub device_policy: Option<Policy>,
+    /// The vhost-user-blk backend (profile `vhost-user`; default the kit's daemon).
+    pub device_backend: Option<Backend>,
 }
 
 /// The keys a case file may have, in the order the docs list them.
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 9] = [
     "description",
     "profile",
     "guest",
@@ -44,6 +49,8 @@ const KEYS: [&str; 7] = [
     "settle-ms",
     "capabilities",
     "regression",
+    "device-policy",
+    "device-backend",
 ];
 
 /// The default of `settle-ms`.
@@ -85,6 +92,8 @@ impl Case {
         let mut settle_ms = None;
         let mut regression = None;
         let mut capabilities = None;
+        let mut device_policy = None;
+        let mut device_backend = None;
         for (key, value) in entries {
             let k: &str = key.get_ref();
             match k {
@@ -92,6 +101,12 @@ impl Case {
                 "profile" => profile = Some(src.variant::<Profile>(k, value)?),
                 "guest" => guest = Some(src.variant::<GuestState>(k, value)?),
                 "points" => points = Some(src.points(value)?),
+                "device-policy" => {
+                    device_policy = Some((value.span(), src.variant::<Policy>(k, value)?));
+                }
+                "device-backend" => {
+                    device_backend = Some((value.span(), src.variant::<Backend>(k, value)?));
+                }
                 "settle-ms" => settle_ms = Some(src.settle_ms(value)?),
                 "regression" => regression = Some(src.typed::<String>(k, value)?),
                 "capabilities" => capabilities = Some(src.typed::<Vec<String>>(k, value)?),
@@ -109,16 +124,84 @@ impl Case {
         }
 
         let missing = |field: &str| src.err(0..0, field, "missing required field".to_string());
+        let profile = profile.ok_or_else(|| missing("profile"))?;
+        let device = profile != Profile::Memory;
+        let points: Vec<Option<FaultPoint>> = match points.ok_or_else(|| missing("points"))? {
+            Points::All => std::iter::once(None)
+                .chain(FaultPoint::matrix(device).into_iter().map(Some))
+                .collect(),
+            Points::Listed(listed) => {
+                if !device
+                    && let Some((i, (p, span))) = listed
+                        .iter()
+                        .enumerate()
+                        .find(|(_, (p, _))| p.is_some_and(|p| p.fault.needs_device()))
+                {
+                    return Err(src.err(
+                        span.clone(),
+                        &format!("points[{i}]"),
+                        format!(
+                            "`{}` needs a device: profile `{profile}` has none (use `vhost-user` or `vhost-kernel`)",
+                            p.expect("a point")
+                        ),
+                    ));
+                }
+                listed.into_iter().map(|(p, _)| p).collect()
+            }
+        };
+        let device_policy = match device_policy {
+            Some((span, _)) if !device => {
+                return Err(src.err(
+                    span,
+                    "device-policy",
+                    format!("profile `{profile}` has no device to set a policy for"),
+                ));
+            }
+            Some((_, p)) => Some(p),
+            None if device => Some(Policy::Exclusive),
+            None => None,
+        };
+        let device_backend = match device_backend {
+            Some((span, _)) if profile != Profile::VhostUser => {
+                return Err(src.err(
+                    span,
+                    "device-backend",
+                    format!("profile `{profile}` has no vhost-user device"),
+                ));
+            }
+            Some((span, b)) if !b.observable() => {
+                if let Some(i) = points
+                    .iter()
+                    .position(|p| p.is_some_and(|p| p.fault.needs_device()))
+                {
+                    return Err(src.err(
+                        span,
+                        "device-backend",
+                        format!(
+                            "`{}` (points[{i}]) needs the kit's own device; `{}` cannot inject it",
+                            points[i].expect("a point"),
+                            b.name()
+                        ),
+                    ));
+                }
+                Some(b)
+            }
+            Some((_, b)) => Some(b),
+            None if profile == Profile::VhostUser => Some(Backend::Kit),
+            None => None,
+        };
         Ok(Case {
             name,
             path: path.to_path_buf(),
             description: description.unwrap_or_default(),
-            profile: profile.ok_or_else(|| missing("profile"))?,
+            profile,
             guest: guest.ok_or_else(|| missing("guest"))?,
-            points: points.ok_or_else(|| missing("points"))?,
+            points,
             settle: Duration::from_millis(settle_ms.unwrap_or(DEFAULT_SETTLE_MS)),
             regression,
             capabilities: capabilities.unwrap_or_default(),
+            device_policy,
+            device_backend,
         })
     }
 
@@ -127,15 +210,11 @@ impl Case {
     pub fn runnable(&self) -> Result<(), String> {
         match self.profile {
             Profile::Memory => Ok(()),
-            Profile::VhostUser => Err(
-                "profile `vhost-user` is not built yet: cprkit has no vhost-user device daemon"
-                    .to_string(),
-            ),
-            Profile::VhostKernel => Err(
-                "profile `vhost-kernel` is not built yet: cprkit cannot yet attach \
-                 /dev/vhost-net or /dev/vhost-vsock (this host has neither)"
-                    .to_string(),
-            ),
+            Profile::VhostUser => match self.device_backend.and_then(Backend::missing) {
+                Some(why) => Err(why),
+                None => Ok(()),
+            },
+            Profile::VhostKernel => crate::profile::kernel_vhost_device().map(|_| ()),
         }
     }
 }
@@ -231,14 +310,10 @@ impl Source<'_> {
         Ok(ms)
     }
 
-    fn points(&self, value: &Spanned<DeValue<'_>>) -> Result<Vec<Option<FaultPoint>>, CaseError> {
+    fn points(&self, value: &Spanned<DeValue<'_>>) -> Result<Points, CaseError> {
         const HOW: &str = r#"write "all", or a list of "no-fault" and FAULT@STEP, e.g. ["no-fault", "kill-target@cpr-save"]"#;
         let items = match value.get_ref() {
-            DeValue::String(s) if s == "all" => {
-                return Ok(std::iter::once(None)
-                    .chain(FaultPoint::all().into_iter().map(Some))
-                    .collect());
-            }
+            DeValue::String(s) if s == "all" => return Ok(Points::All),
             DeValue::String(s) => {
                 return Err(self.err(
                     value.span(),
@@ -282,10 +357,17 @@ impl Source<'_> {
                     format!("duplicate point `{text}` (already listed as points[{first}])"),
                 ));
             }
-            points.push(point);
+            points.push((point, item.span()));
         }
-        Ok(points)
+        Ok(Points::Listed(points))
     }
+}
+
+/// The `points` of a case as written: "all" is the profile's whole matrix; a
+/// list keeps each point's place in the file.
+enum Points {
+    All,
+    Listed(Vec<(Option<FaultPoint>, Range<usize>)>),
 }
 
 #[cfg(test)]

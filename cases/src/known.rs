@@ -200,7 +200,7 @@ impl KnownViolations {
             let e = entry.into_inner();
             let field = |name: &str| format!("violation[{i}].{name}");
             if rules::rule(e.rule.get_ref()).is_none() {
-                let known: Vec<&str> = rules::MEMORY_RULES.iter().map(|r| r.id).collect();
+                let known: Vec<&str> = rules::RULES.iter().map(|r| r.id).collect();
                 return Err(src.err(
                     e.rule.span(),
                     &field("rule"),

@@ -36,6 +36,28 @@ impl fmt::Display for Profile {
     }
 }
 
+/// The kernel vhost devices the `vhost-kernel` profile can use, in the order tried.
+pub const KERNEL_VHOST_DEVICES: [&str; 2] = ["/dev/vhost-net", "/dev/vhost-vsock"];
+
+/// The first kernel vhost device this host has; otherwise why the
+/// `vhost-kernel` profile cannot run here.
+pub fn kernel_vhost_device() -> Result<&'static str, String> {
+    match KERNEL_VHOST_DEVICES
+        .into_iter()
+        .find(|d| std::path::Path::new(d).exists())
+    {
+        Some(d) => Err(format!(
+            "profile `vhost-kernel`: {d} exists, but cprkit's kernel vhost trials are not \
+             built yet (refvmm can hold the fd; the kit cannot observe its owner yet)"
+        )),
+        None => Err(format!(
+            "no {} on this host (the kernel was built without vhost): profile `vhost-kernel` \
+             runs where one of them exists",
+            KERNEL_VHOST_DEVICES.join(" or ")
+        )),
+    }
+}
+
 /// A name that is not a [`Profile`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown profile `{0}` (known: memory, vhost-user, vhost-kernel)")]

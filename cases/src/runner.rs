@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cprkit_harness::adapter::Adapter;
+use cprkit_harness::device::{Backend, DeviceSetup};
 use cprkit_harness::outcome::Outcome;
 use cprkit_harness::plan::FaultPoint;
 use cprkit_harness::record::TrialRecord;
@@ -107,6 +108,10 @@ fn spec_for(id: &TrialId, case: &Case, point: Option<FaultPoint>, opts: &RunOpti
         settle: case.settle,
         migration_bound: MIGRATION_BOUND,
         capabilities: case.capabilities.clone(),
+        device: case.device_policy.map(|policy| DeviceSetup {
+            backend: case.device_backend.unwrap_or(Backend::Kit),
+            policy,
+        }),
         keep: opts.keep,
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cprkit_cases::{Case, CaseError, Profile, TrialId, load_dir, point_name, trials};
+use cprkit_harness::device::Policy;
 use cprkit_harness::plan::{BadRequest, Fault, FaultPoint, GuestState, Step};
 use rstest::rstest;
 
@@ -189,18 +190,44 @@ regression = "the source was resumed twice after a cancel"
     );
 }
 
-#[rstest]
-#[case(Profile::VhostUser, "vhost-user")]
-#[case(Profile::VhostKernel, "vhost-kernel")]
-fn other_profiles_parse_but_do_not_run(#[case] profile: Profile, #[case] name: &str) {
+#[test]
+fn a_vhost_user_case_runs_the_device_matrix_under_a_policy() {
     let (_dir, _path, case) = load_text(
-        "later.toml",
-        &format!("profile = \"{name}\"\nguest = \"running\"\npoints = \"all\"\n"),
+        "vu.toml",
+        "profile = \"vhost-user\"\nguest = \"running\"\npoints = \"all\"\n",
     );
     let case = case.unwrap();
-    assert_eq!(case.profile, profile);
+    assert_eq!(case.profile, Profile::VhostUser);
+    assert_eq!(case.runnable(), Ok(()));
+    assert_eq!(case.device_policy, Some(Policy::Exclusive), "the default");
+    assert_eq!(
+        case.points.len(),
+        34,
+        "no-fault, 27 memory points, 6 device points"
+    );
+    assert!(
+        case.points
+            .iter()
+            .any(|p| p.is_some_and(|p| p.to_string() == "device-busy@target-init"))
+    );
+    let (_dir, _path, shared) = load_text(
+        "vus.toml",
+        "profile = \"vhost-user\"\nguest = \"running\"\npoints = [\"no-fault\"]\ndevice-policy = \"shared\"\n",
+    );
+    assert_eq!(shared.unwrap().device_policy, Some(Policy::Shared));
+}
+
+#[test]
+fn a_vhost_kernel_case_is_not_run_without_the_device() {
+    let (_dir, _path, case) = load_text(
+        "vk.toml",
+        "profile = \"vhost-kernel\"\nguest = \"running\"\npoints = \"all\"\n",
+    );
+    let case = case.unwrap();
+    assert_eq!(case.profile, Profile::VhostKernel);
     let why = case.runnable().unwrap_err();
-    assert!(why.contains(name), "{why}");
+    assert!(why.contains("vhost-kernel"), "{why}");
+    assert!(why.contains("/dev/vhost-net"), "{why}");
 }
 
 const HEAD: &str = "description = \"x\"\nprofile = \"memory\"\n";
@@ -394,7 +421,8 @@ fn malformed_cases_name_file_line_and_field(
     "description = \"x\"\nprofile = \"memory\"\nguest = \"running\"\npoints = [\"no-fault\", \"kill-target@cpr-save\", \"explode@cpr-save\"]\n",
     "cases/bad.toml:4: field `points[2]`: unknown fault `explode` (known: kill-target, kill-source, \
      hang-target, cancel, cpr-close, cpr-drop-fds, main-close, main-corrupt, \
-     bad-request:no-main-channel, bad-request:non-unix-cpr, bad-request:private-ram)"
+     bad-request:no-main-channel, bad-request:non-unix-cpr, bad-request:private-ram, \
+     device-busy, device-release-fail, device-disconnect, device-delay)"
 )]
 #[case(
     "description = \"x\"\nprofile = \"memory\"\nguest = \"sleeping\"\npoints = \"all\"\n",
@@ -412,7 +440,26 @@ fn malformed_cases_name_file_line_and_field(
 #[case(
     "profile = \"memory\"\nguest = \"running\"\npoints = \"all\"\nsettle_ms = 100\n",
     "cases/bad.toml:4: field `settle_ms`: unknown field `settle_ms`, expected one of \
-     `description`, `profile`, `guest`, `points`, `settle-ms`, `capabilities`, `regression`"
+     `description`, `profile`, `guest`, `points`, `settle-ms`, `capabilities`, `regression`, \
+     `device-policy`, `device-backend`"
+)]
+#[case(
+    "profile = \"memory\"\nguest = \"running\"\npoints = [\n  \"no-fault\",\n  \"device-busy@target-init\",\n]\n",
+    "cases/bad.toml:5: field `points[1]`: `device-busy@target-init` needs a device: profile \
+     `memory` has none (use `vhost-user` or `vhost-kernel`)"
+)]
+#[case(
+    "profile = \"vhost-user\"\nguest = \"running\"\ndevice-backend = \"qemu-storage-daemon\"\npoints = [\"device-busy@target-init\"]\n",
+    "cases/bad.toml:3: field `device-backend`: `device-busy@target-init` (points[0]) needs the kit's \
+     own device; `qemu-storage-daemon` cannot inject it"
+)]
+#[case(
+    "profile = \"memory\"\nguest = \"running\"\npoints = \"all\"\ndevice-policy = \"shared\"\n",
+    "cases/bad.toml:4: field `device-policy`: profile `memory` has no device to set a policy for"
+)]
+#[case(
+    "profile = \"vhost-user\"\nguest = \"running\"\npoints = \"all\"\ndevice-policy = \"polite\"\n",
+    "cases/bad.toml:4: field `device-policy`: unknown variant `polite`, expected `shared` or `exclusive`"
 )]
 #[case(
     "profile = \"memory\"\nguest = \"running\npoints = \"all\"\n",

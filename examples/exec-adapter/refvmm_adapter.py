@@ -72,6 +72,8 @@ def command(req):
         argv += ["--incoming-cpr", incoming["cpr"], "--incoming-main", incoming["main"]]
     if not req["shared_ram"]:
         argv.append("--private-ram")
+    if device := req.get("vhost_user_blk"):
+        argv += ["--vhost-user-blk", device]
     if mutant := os.environ.get("CPRKIT_EXEC_MUTANT"):
         argv += ["--mutant", mutant]
     return {"argv": argv, "env": {}}
@@ -84,6 +86,7 @@ def guest_probe():
         "counter_offset": 0x1000,
         "counter_width": 8,
         "ring": {"offset": 0x2000, "entries": 256, "check": 0x5A5A5A5A5A5A5A5A},
+        "device_io": True,
     }
 
 

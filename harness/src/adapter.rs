@@ -47,6 +47,9 @@ pub struct LaunchSpec {
     pub incoming: Option<Incoming>,
     /// Guest RAM shared in a memfd (true) or private (false, an ERR-1 case).
     pub shared_ram: bool,
+    /// The vhost-user socket of the kit's virtio-blk device, in profiles with
+    /// one: the VMM attaches it (QEMU: `vhost-user-blk-pci`).
+    pub vhost_user_blk: Option<PathBuf>,
 }
 
 /// Where the guest keeps what the kit reads straight from guest RAM.
@@ -60,6 +63,10 @@ pub struct GuestProbe {
     pub counter_width: u8,
     /// A ring of sequence-numbered records, where the guest keeps one.
     pub ring: Option<RecordRing>,
+    /// Whether the guest does I/O to an attached vhost-user-blk device while it
+    /// runs (refvmm's does; a firmware that ignores virtio does not), so that
+    /// the kit can ask the device whether I/O works after a handover.
+    pub device_io: bool,
 }
 
 /// A ring of `entries` records of 16 bytes at `offset`: `seq` then `seq ^ check`,

@@ -41,6 +41,13 @@ pub fn draw(r: &TrialRecord, verdicts: &[Verdict]) -> String {
                 format!("{:=^w$}", format!(" hold {label} "), w = 2 * COL + 3)
             }
             (Actor::Kit, _) => format!("{:-^w$}", format!(" kit: {label} "), w = 2 * COL + 3),
+            (Actor::Device, _) => {
+                format!(
+                    "{:^w$}",
+                    format!("({})", clip(&label, COL + 6)),
+                    w = 2 * COL + 3
+                )
+            }
             (Actor::Cpr | Actor::Main, _) => {
                 let chan = e.actor.name();
                 let text = clip(&format!("{chan}: {label}"), COL + 6);

@@ -175,6 +175,7 @@ mod tests {
                 entries: 4,
                 check,
             }),
+            device_io: false,
         }
     }
 

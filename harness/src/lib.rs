@@ -6,6 +6,7 @@
 //! - [`process`], [`trialdir`], [`unixnet`], [`guestmem`]: processes, private
 //!   directories, socket readiness, and guest memory seen from outside;
 //! - [`interposer`]: the man in the middle on the cpr and main channels;
+//! - [`device`]: the kit's vhost device daemon in a trial;
 //! - [`timeline`] and [`record`]: what a trial observed;
 //! - [`trial`]: one trial, from start to final readings;
 //! - [`rules`]: a checker per contract rule; [`outcome`]: the snapshot form;
@@ -13,9 +14,11 @@
 
 pub mod adapter;
 pub mod bare;
+pub mod device;
 pub mod explain;
 pub mod guestmem;
 pub mod interposer;
+pub mod launcher;
 pub mod leaks;
 pub mod outcome;
 pub mod plan;

@@ -4,7 +4,9 @@
 
 use serde::Serialize;
 
-use crate::record::{MigrateReply, ProcEnd, TrialRecord};
+use crate::adapter::Role;
+use crate::device::{EntryKind, OwnerChange, owner_label};
+use crate::record::{DeviceObs, MigrateReply, ProcEnd, TrialRecord};
 use crate::rules::{Status, Verdict};
 use crate::timeline::{Actor, What, step_order};
 
@@ -18,7 +20,84 @@ pub struct Outcome {
     pub source: SideOutcome,
     pub target: SideOutcome,
     pub steps: Vec<String>,
+    /// The vhost device's story, in profiles with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceOutcome>,
     pub rules: Vec<RuleOutcome>,
+}
+
+/// What each side did to the device (in the device's order, a repeat shown
+/// once), and who owned it at the end. The interleaving of the two sides is
+/// left out: it may vary where the sides are not ordered by the handover.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceOutcome {
+    pub backend: String,
+    pub policy: String,
+    pub source: Vec<String>,
+    pub target: Vec<String>,
+    pub end: String,
+}
+
+impl DeviceOutcome {
+    fn new(d: &DeviceObs) -> Self {
+        let story = |role: Role| {
+            let mut lines: Vec<String> = Vec::new();
+            for e in d.ledger_of(role) {
+                let line = match &e.kind {
+                    // A source retrying its take-back while a dying target
+                    // still owns the device: how often depends on timing.
+                    // So is whether a shared device still had the target as
+                    // an owner when the source took it back.
+                    EntryKind::Owner {
+                        change:
+                            OwnerChange::RefusedBusy {
+                                injected: false, ..
+                            }
+                            | OwnerChange::Overlap { .. },
+                    } if role == Role::Source => continue,
+                    EntryKind::Owner { change } => owner_label(change, false),
+                    EntryKind::Fault { fault, message } => format!("fault {fault} at {message}"),
+                    EntryKind::ProtocolError { .. } => "protocol error".to_string(),
+                    _ => continue,
+                };
+                if lines.last() != Some(&line) {
+                    lines.push(line);
+                }
+            }
+            lines
+        };
+        let owner = |role: Role| match d.end.as_ref().and_then(|s| d.owns(s, role)) {
+            Some(true) => "owns",
+            Some(false) => "owns nothing",
+            None => "not judged",
+        };
+        let end = match (&d.end, &d.error) {
+            _ if !d.observable => "not observable".to_string(),
+            (_, Some(_)) => "the device could not be read".to_string(),
+            (None, None) => "not read".to_string(),
+            (Some(_), None) => format!(
+                "source {}, target {}{}",
+                owner(Role::Source),
+                owner(Role::Target),
+                match d.io_at_end {
+                    Some((role, true)) => format!("; {} I/O works", role.name()),
+                    Some((role, false)) => format!("; no {} I/O", role.name()),
+                    None => String::new(),
+                }
+            ),
+        };
+        DeviceOutcome {
+            backend: d.backend.to_string(),
+            policy: if d.observable {
+                d.policy.name().to_string()
+            } else {
+                "its own".to_string()
+            },
+            source: story(Role::Source),
+            target: story(Role::Target),
+            end,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -87,6 +166,7 @@ impl Outcome {
                 end: side_end(&r.target),
             },
             steps,
+            device: r.device.as_ref().map(DeviceOutcome::new),
             rules: verdicts
                 .iter()
                 .map(|v| RuleOutcome {

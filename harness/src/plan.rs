@@ -89,7 +89,8 @@ impl BadRequest {
     }
 }
 
-/// A fault kind of the contract that applies to the memory profile.
+/// A fault kind of the contract: the memory profile's, and the device faults
+/// of the profiles with a vhost device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Fault {
     /// SIGKILL to the target.
@@ -110,7 +111,18 @@ pub enum Fault {
     MainCorrupt,
     /// A malformed migrate request.
     BadRequest(BadRequest),
+    /// The kit's device refuses the target's take-over (SET_OWNER) as busy.
+    DeviceBusy,
+    /// The kit's device refuses the source's release (its first ring stop or RESET_OWNER).
+    DeviceReleaseFail,
+    /// The kit's device drops the connection at the message (the source's release, the target's take-over).
+    DeviceDisconnect,
+    /// The kit's device answers that message late (DEVICE_DELAY).
+    DeviceDelay,
 }
+
+/// How late a `device-delay` answers.
+pub const DEVICE_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Fault {
     /// Every fault kind (bad-request once per variant).
@@ -126,7 +138,21 @@ impl Fault {
             Fault::MainCorrupt,
         ];
         v.extend(BadRequest::ALL.map(Fault::BadRequest));
+        v.extend(Fault::DEVICE);
         v
+    }
+
+    /// The faults of the kit's vhost device.
+    pub const DEVICE: [Fault; 4] = [
+        Fault::DeviceBusy,
+        Fault::DeviceReleaseFail,
+        Fault::DeviceDisconnect,
+        Fault::DeviceDelay,
+    ];
+
+    /// Whether the fault is injected by the kit's vhost device (a profile with a device only).
+    pub fn needs_device(self) -> bool {
+        Fault::DEVICE.contains(&self)
     }
 
     /// The steps at which this fault can be injected at an exact point.
@@ -149,6 +175,9 @@ impl Fault {
             Fault::MainClose => &[MainStream, TargetResume],
             Fault::MainCorrupt => &[MainStream, TargetResume],
             Fault::BadRequest(_) => &[SourceStop],
+            Fault::DeviceBusy => &[TargetInit],
+            Fault::DeviceReleaseFail => &[ReleaseOwner],
+            Fault::DeviceDisconnect | Fault::DeviceDelay => &[ReleaseOwner, TargetInit],
         }
     }
 
@@ -163,6 +192,10 @@ impl Fault {
             Fault::MainClose => "main-close".into(),
             Fault::MainCorrupt => "main-corrupt".into(),
             Fault::BadRequest(b) => format!("bad-request:{}", b.name()),
+            Fault::DeviceBusy => "device-busy".into(),
+            Fault::DeviceReleaseFail => "device-release-fail".into(),
+            Fault::DeviceDisconnect => "device-disconnect".into(),
+            Fault::DeviceDelay => "device-delay".into(),
         }
     }
 }
@@ -237,10 +270,16 @@ impl FaultPoint {
         }
     }
 
-    /// Every point of every fault: the full matrix of the memory profile.
+    /// Every point of every fault of the memory profile (no device fault).
     pub fn all() -> Vec<FaultPoint> {
+        Self::matrix(false)
+    }
+
+    /// Every point of every fault; the device faults' too with `device`.
+    pub fn matrix(device: bool) -> Vec<FaultPoint> {
         Fault::all()
             .into_iter()
+            .filter(|f| device || !f.needs_device())
             .flat_map(|fault| {
                 fault
                     .steps()
@@ -303,9 +342,31 @@ mod tests {
     #[test]
     fn the_memory_matrix_has_every_fault_somewhere() {
         let all = FaultPoint::all();
-        for f in Fault::all() {
+        for f in Fault::all().into_iter().filter(|f| !f.needs_device()) {
             assert!(all.iter().any(|p| p.fault == f), "{f} has no point");
         }
         assert_eq!(all.len(), 27);
+    }
+
+    #[test]
+    fn the_device_matrix_adds_six_device_points() {
+        let all = FaultPoint::matrix(true);
+        assert_eq!(all.len(), 33);
+        let device: Vec<String> = all
+            .iter()
+            .filter(|p| p.fault.needs_device())
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            device,
+            [
+                "device-busy@target-init",
+                "device-release-fail@release-owner",
+                "device-disconnect@release-owner",
+                "device-disconnect@target-init",
+                "device-delay@release-owner",
+                "device-delay@target-init",
+            ]
+        );
     }
 }

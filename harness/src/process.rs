@@ -20,9 +20,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
-use crate::adapter::Role;
 use crate::leaks;
-use crate::timeline::{Timeline, What};
+use crate::timeline::{Actor, Timeline, What};
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +46,7 @@ type ExitSlot = Arc<(Mutex<Option<ExitInfo>>, Condvar)>;
 
 /// One running VMM process of a trial.
 pub struct VmmProcess {
-    role: Role,
+    actor: Actor,
     pid: Pid,
     child: Option<Child>,
     exit: ExitSlot,
@@ -58,7 +57,7 @@ impl VmmProcess {
     /// Spawns `cmd` in a new process group, stdout and stderr appended to `log`.
     /// `on_exit` is called from the watcher thread when the process ends.
     pub fn spawn(
-        role: Role,
+        actor: impl Into<Actor>,
         mut cmd: Command,
         log: &Path,
         timeline: &Timeline,
@@ -70,6 +69,7 @@ impl VmmProcess {
             .stdout(out)
             .stderr(err)
             .process_group(0);
+        let actor = actor.into();
         let child = cmd.spawn()?;
         let pid = Pid::from_raw(child.id() as i32);
         leaks::register_process(pid.as_raw());
@@ -77,16 +77,16 @@ impl VmmProcess {
         let slot = Arc::clone(&exit);
         let timeline = timeline.clone();
         let watcher = std::thread::Builder::new()
-            .name(format!("watch-{}", role.name()))
+            .name(format!("watch-{}", actor.name()))
             .spawn(move || {
                 let info = wait_exit_nowait(pid);
-                timeline.record(role.into(), What::Exited(info));
+                timeline.record(actor, What::Exited(info));
                 *slot.0.lock().expect("exit lock") = Some(info);
                 slot.1.notify_all();
                 on_exit(info);
             })?;
         Ok(VmmProcess {
-            role,
+            actor,
             pid,
             child: Some(child),
             exit,
@@ -94,8 +94,9 @@ impl VmmProcess {
         })
     }
 
-    pub fn role(&self) -> Role {
-        self.role
+    /// Who it is in the timeline.
+    pub fn actor(&self) -> Actor {
+        self.actor
     }
 
     pub fn pid(&self) -> i32 {
@@ -199,6 +200,7 @@ pub fn proc_state(pid: i32) -> Option<char> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapter::Role;
 
     fn tmp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()

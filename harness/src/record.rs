@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::adapter::{MigrationInfo, Role, VmEvent};
+use crate::device::{Backend, ConnState, DeviceState, LedgerEntry, Policy};
 use crate::plan::{Fault, FaultPoint, GuestState, Step};
 use crate::process::ExitInfo;
 use crate::timeline::{Actor, Entry, What};
@@ -62,6 +63,115 @@ pub struct ProcEnd {
     pub ring: Option<Result<(), String>>,
 }
 
+/// What the kit saw of the vhost device (profiles with a device).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceObs {
+    /// The backend's name (`kit`, `qemu-storage-daemon`).
+    pub backend: &'static str,
+    /// Whether the kit could see the backend's state and ledger (its own
+    /// daemon): without them the device rules have nothing to judge.
+    pub observable: bool,
+    pub policy: Policy,
+    pub source_pid: Option<i32>,
+    pub target_pid: Option<i32>,
+    /// The daemon's state just before the migrate command.
+    pub before: Option<DeviceState>,
+    /// The ledger's sequence number of the kit's cut-over mark, and the
+    /// daemon's state, while the first fds were held.
+    pub at_cutover: Option<(u64, DeviceState)>,
+    /// The ledger's sequence number of the kit's mark at the end of its look
+    /// at the source during the cut-over hold (before any fault there).
+    pub cutover_watched: Option<u64>,
+    /// The daemon's state at the final readings.
+    pub end: Option<DeviceState>,
+    /// Whether the side that should run the guest at the end did device I/O
+    /// then (`None`: not looked for).
+    pub io_at_end: Option<(Role, bool)>,
+    /// Every entry of the daemon's ledger.
+    pub ledger: Vec<LedgerEntry>,
+    /// Why the daemon could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+impl DeviceObs {
+    pub fn new(backend: Backend, policy: Policy) -> Self {
+        DeviceObs {
+            backend: backend.name(),
+            observable: backend.observable(),
+            policy,
+            source_pid: None,
+            target_pid: None,
+            before: None,
+            at_cutover: None,
+            cutover_watched: None,
+            end: None,
+            io_at_end: None,
+            ledger: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Which side a frontend pid is.
+    pub fn role_of(&self, pid: Option<i32>) -> Option<Role> {
+        match pid {
+            Some(p) if Some(p) == self.source_pid => Some(Role::Source),
+            Some(p) if Some(p) == self.target_pid => Some(Role::Target),
+            _ => None,
+        }
+    }
+
+    fn pid(&self, role: Role) -> Option<i32> {
+        match role {
+            Role::Source => self.source_pid,
+            Role::Target => self.target_pid,
+        }
+    }
+
+    /// The open connections of a side in a state.
+    pub fn conns<'a>(&self, state: &'a DeviceState, role: Role) -> Vec<&'a ConnState> {
+        let pid = self.pid(role);
+        state
+            .conns
+            .iter()
+            .filter(|c| c.open && pid.is_some() && c.pid == pid)
+            .collect()
+    }
+
+    /// Whether a side has a running ring in a state.
+    pub fn runs_rings(&self, state: &DeviceState, role: Role) -> bool {
+        self.conns(state, role)
+            .iter()
+            .any(|c| c.rings.iter().any(|r| r.running))
+    }
+
+    /// Whether the guest had started the device before the migrate command
+    /// (a running ring of the source).
+    pub fn started_before(&self) -> bool {
+        self.before
+            .as_ref()
+            .is_some_and(|s| self.runs_rings(s, Role::Source))
+    }
+
+    /// Whether a side owns the device in a state, by the policy's rule:
+    /// `exclusive`, it holds SET_OWNER on an open connection; `shared`, one of
+    /// its rings runs. `None` under `shared` when the guest never started the
+    /// device (no ring ever ran: nothing to own by that rule).
+    pub fn owns(&self, state: &DeviceState, role: Role) -> Option<bool> {
+        match self.policy {
+            Policy::Exclusive => Some(self.conns(state, role).iter().any(|c| c.owner)),
+            Policy::Shared if self.started_before() => Some(self.runs_rings(state, role)),
+            Policy::Shared => None,
+        }
+    }
+
+    /// The ledger entries of a side, in the device's order.
+    pub fn ledger_of(&self, role: Role) -> impl Iterator<Item = &LedgerEntry> {
+        self.ledger
+            .iter()
+            .filter(move |e| e.pid.is_some() && e.pid == self.pid(role))
+    }
+}
+
 /// What happened to the kit's cancel (faults cancel and hang-target).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CancelObs {
@@ -88,6 +198,8 @@ pub struct TrialRecord {
     /// The inode of the source's RAM memfd.
     pub source_ram_inode: Option<u64>,
     pub cancel: Option<CancelObs>,
+    /// The vhost device, in profiles with one.
+    pub device: Option<DeviceObs>,
     pub source: ProcEnd,
     pub target: ProcEnd,
     /// The source's migration ended (or its process did) within the bound.
@@ -122,6 +234,7 @@ impl TrialRecord {
             target_init: None,
             source_ram_inode: None,
             cancel: None,
+            device: None,
             source: ProcEnd::default(),
             target: ProcEnd::default(),
             ended_in_time: true,

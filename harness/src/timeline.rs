@@ -26,6 +26,8 @@ pub enum Actor {
     Target,
     Cpr,
     Main,
+    /// The kit's device daemon (its own process's end).
+    Device,
 }
 
 impl Actor {
@@ -36,6 +38,7 @@ impl Actor {
             Actor::Target => "target",
             Actor::Cpr => "cpr",
             Actor::Main => "main",
+            Actor::Device => "device",
         }
     }
 }
@@ -66,12 +69,15 @@ pub enum What {
     Sample(String),
     /// Interposer detail (connections, EOFs, fds forwarded); not part of snapshots.
     Channel(String),
+    /// From the device daemon's ledger (ownership, rings, refusals), put in at
+    /// its time; not part of the steps (a snapshot has the device's own story).
+    Device(String),
 }
 
 impl What {
     /// Whether the entry's place in the order is deterministic (kept in snapshots).
     pub fn is_step(&self) -> bool {
-        !matches!(self, What::Sample(_) | What::Channel(_))
+        !matches!(self, What::Sample(_) | What::Channel(_) | What::Device(_))
     }
 
     pub fn is_barrier(&self) -> bool {
@@ -87,7 +93,7 @@ impl What {
             What::Event(e) => e.label(),
             What::Refused { command, desc } => format!("{command} refused: {desc}"),
             What::Exited(x) => x.to_string(),
-            What::Sample(s) | What::Channel(s) => s.clone(),
+            What::Sample(s) | What::Channel(s) | What::Device(s) => s.clone(),
         }
     }
 }
@@ -114,13 +120,24 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct Timeline {
     start: Instant,
+    /// CLOCK_MONOTONIC at `start`, in nanoseconds.
+    start_mono_ns: u64,
     inner: Arc<Mutex<Inner>>,
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the clock of `Instant` on Linux).
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 impl Timeline {
     pub fn new() -> Self {
+        let start = Instant::now();
         Timeline {
-            start: Instant::now(),
+            start,
+            start_mono_ns: monotonic_ns(),
             inner: Arc::default(),
         }
     }
@@ -145,6 +162,35 @@ impl Timeline {
         };
         inner.entries.push(entry);
         at
+    }
+
+    /// The time since the start of a CLOCK_MONOTONIC stamp taken by another
+    /// process (zero for a stamp before the start).
+    pub fn at_monotonic(&self, t_ns: u64) -> Duration {
+        Duration::from_nanos(t_ns.saturating_sub(self.start_mono_ns))
+    }
+
+    /// Puts in entries observed elsewhere, each at its time: after every
+    /// entry stamped no later, in the epoch of the entry before it.
+    pub fn insert_at(&self, observed: Vec<(Duration, Actor, What)>) {
+        let mut inner = self.inner.lock().expect("timeline lock");
+        for (at, actor, what) in observed {
+            let i = inner.entries.partition_point(|e| e.at <= at);
+            let epoch = i.checked_sub(1).map_or(0, |p| inner.entries[p].epoch);
+            inner.entries.insert(
+                i,
+                Entry {
+                    seq: 0,
+                    at,
+                    epoch,
+                    actor,
+                    what,
+                },
+            );
+        }
+        for (i, e) in inner.entries.iter_mut().enumerate() {
+            e.seq = i as u64;
+        }
     }
 
     /// Everything so far, in arrival order.

@@ -10,7 +10,7 @@ use cprkit_adapters::RefVmm;
 use cprkit_adapters::refvmm_adapter::MUTANT_EXPECTATIONS;
 use cprkit_cases::runner::{RunOptions, Verdicts, plan};
 use cprkit_harness::leaks::{FdCensus, Leaks};
-use cprkit_harness::rules::MEMORY_RULES;
+use cprkit_harness::rules::RULES;
 use cprkit_harness::trialdir::RunRoot;
 
 use super::run::run_with_progress;
@@ -48,7 +48,7 @@ pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
     println!(
         "{:<34} {}",
         "VMM",
-        MEMORY_RULES
+        RULES
             .iter()
             .map(|r| format!("{:>7}", r.id))
             .collect::<String>()
@@ -56,7 +56,7 @@ pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
     let mut ok = errors.is_empty() && leaks.is_clean();
     for name in &names {
         let rules = caught.get(name.as_str()).cloned().unwrap_or_default();
-        let cells: String = MEMORY_RULES
+        let cells: String = RULES
             .iter()
             .map(|r| match rules.get(r.id) {
                 Some(n) => format!("{n:>7}"),
@@ -80,7 +80,7 @@ pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
 }
 
 fn rule_id(rule: &str) -> &'static str {
-    MEMORY_RULES
+    RULES
         .iter()
         .find(|r| r.id == rule)
         .map(|r| r.id)

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use cprkit_cases::known::{KnownByVmm, KnownViolations, Reconciled, reconcile};
 use cprkit_cases::runner::{TrialResult, Verdicts};
-use cprkit_harness::rules::{MEMORY_RULES, Status};
+use cprkit_harness::rules::{Rule, Status, rules_for};
 
 /// The known violations of each VMM of a run.
 pub struct Expectations {
@@ -37,7 +37,13 @@ pub fn print_table(results: &[TrialResult], exp: &Expectations) {
         .unwrap_or(5)
         .max(5);
     print!("{:<width$}", "trial");
-    for rule in MEMORY_RULES {
+    // The device rules' columns only when a trial was judged by them.
+    let device = results.iter().any(|r| match &r.verdicts {
+        Verdicts::Judged { verdicts, .. } => verdicts.len() > rules_for(false).count(),
+        _ => false,
+    });
+    let columns: Vec<&Rule> = rules_for(device).collect();
+    for rule in &columns {
         print!(" {:^6}", rule.id);
     }
     println!("  result");
@@ -48,7 +54,11 @@ pub fn print_table(results: &[TrialResult], exp: &Expectations) {
                 let known = exp.known(&r.id.vmm);
                 let mut unexpected = false;
                 let mut expected = false;
-                for v in verdicts {
+                for rule in &columns {
+                    let Some(v) = verdicts.iter().find(|v| v.rule == rule.id) else {
+                        print!(" {:^6}", "");
+                        continue;
+                    };
                     let is_known = known.and_then(|k| k.expecting(&r.name(), v)).is_some();
                     let mark = match v.status {
                         Status::Pass => ".",

@@ -221,6 +221,11 @@ fn parse_probe(r: &Map<String, Value>) -> Result<GuestProbe, String> {
         counter_offset: u64_of(&v, "counter_offset")?,
         counter_width: width,
         ring,
+        device_io: match r.get("device_io") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("`device_io` is not a boolean".into()),
+        },
     })
 }
 
@@ -261,6 +266,10 @@ impl Adapter for ExecAdapter {
             "monitor": path_str(&s.what, &spec.monitor)?,
             "incoming": incoming,
             "shared_ram": spec.shared_ram,
+            "vhost_user_blk": match &spec.vhost_user_blk {
+                Some(p) => Value::String(path_str(&s.what, p)?.to_string()),
+                None => Value::Null,
+            },
         });
         let reply = s.request("command", req, self.timeout)?;
         let bad =
@@ -309,6 +318,7 @@ impl Adapter for ExecAdapter {
                     counter_offset: 0,
                     counter_width: 8,
                     ring: None,
+                    device_io: false,
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The kit's own counting guest for QEMU: a 64 KiB `-bios` image whose only
 //! code is a real-mode loop that increments a 32-bit counter at guest physical
-//! [`COUNTER_ADDR`]. The kit reads that counter straight from the RAM memfd
+//! [`COUNTER_ADDR`] (the loop of `cprkit_device::boot`, which the kit's
+//! vhost-user disk also carries in its boot sector). The kit reads that counter straight from the RAM memfd
 //! (offset = guest physical address, since the counter is in low RAM).
 //!
 //! # Layout
@@ -16,7 +17,7 @@
 //! | FFE0   | `31 C0`          | `xor ax, ax`                                         |
 //! | FFE2   | `8E D8`          | `mov ds, ax` (DS = 0: `[0x1000]` is guest physical 0x1000) |
 //! | FFE4   | `66 FF 06 00 10` | `inc dword [0x1000]` (the counter)                   |
-//! | FFE9   | `B9 00 10`       | `mov cx, 0x1000` ([`DELAY`])                         |
+//! | FFE9   | `B9 00 10`       | `mov cx, 0x1000` (the delay)                         |
 //! | FFEC   | `E2 FE`          | `loop $` (spin CX times)                             |
 //! | FFEE   | `EB F4`          | `jmp short FFE4` (back to the `inc`)                 |
 //! | FFF0   | `EB EE`          | reset vector: `jmp short FFE0`                       |
@@ -44,30 +45,22 @@ pub const RESET_VECTOR: usize = 0xFFF0;
 /// Where the guest code starts in the image.
 pub const CODE_OFFSET: usize = 0xFFE0;
 /// Guest physical address of the counter (and its offset in the RAM memfd).
-pub const COUNTER_ADDR: u64 = 0x1000;
+pub const COUNTER_ADDR: u64 = cprkit_device::boot::COUNTER_ADDR as u64;
 /// The counter's width in bytes (little-endian).
 pub const COUNTER_WIDTH: u8 = 4;
-/// `loop` iterations between two increments of the counter.
-pub const DELAY: u16 = 0x1000;
 /// The image's file name in a trial directory.
 pub const FILE_NAME: &str = "cprkit-counter-bios.bin";
 
 /// The byte every unused place of the image holds: `hlt`.
 const FILL: u8 = 0xF4;
 
-/// The guest code at [`CODE_OFFSET`] (see the module documentation).
+/// The guest code at [`CODE_OFFSET`] (see the module documentation): the
+/// kit's counting loop, then the reset vector's jump to it.
 pub fn code() -> [u8; 18] {
-    let [addr_lo, addr_hi] = (COUNTER_ADDR as u16).to_le_bytes();
-    let [d_lo, d_hi] = DELAY.to_le_bytes();
-    [
-        0x31, 0xC0, // FFE0 xor ax, ax
-        0x8E, 0xD8, // FFE2 mov ds, ax
-        0x66, 0xFF, 0x06, addr_lo, addr_hi, // FFE4 inc dword [COUNTER_ADDR]
-        0xB9, d_lo, d_hi, // FFE9 mov cx, DELAY
-        0xE2, 0xFE, // FFEC loop $
-        0xEB, 0xF4, // FFEE jmp short FFE4
-        0xEB, 0xEE, // FFF0 (reset vector) jmp short FFE0
-    ]
+    let mut code = [0u8; 18];
+    code[..16].copy_from_slice(&cprkit_device::boot::counting_loop());
+    code[16..].copy_from_slice(&[0xEB, 0xEE]); // FFF0 (reset vector) jmp short FFE0
+    code
 }
 
 /// The whole 64 KiB image.

@@ -251,8 +251,13 @@ impl Qemu {
         });
         push("-m".into());
         push(format!("{RAM_MIB}M"));
-        push("-bios".into());
-        a.push(bios.as_os_str().to_owned());
+        // With the kit's disk, SeaBIOS (QEMU's default firmware) starts the
+        // device and boots the counting loop from its boot sector: real
+        // device I/O, and a started device whose rings the kit can watch.
+        if spec.vhost_user_blk.is_none() {
+            push("-bios".into());
+            a.push(bios.as_os_str().to_owned());
+        }
         let mut push = |s: String| a.push(s.into());
         push("-qmp".into());
         push(format!(
@@ -261,6 +266,16 @@ impl Qemu {
         ));
         for s in ["-serial", "none", "-monitor", "none"] {
             push(s.into());
+        }
+        if let Some(sock) = &spec.vhost_user_blk {
+            // QEMU's own vhost-user-blk frontend on the kit's device.
+            push("-chardev".into());
+            push(format!(
+                "socket,id=vublk0,path={}",
+                opt_escape(&sock.to_string_lossy())
+            ));
+            push("-device".into());
+            push("vhost-user-blk-pci,chardev=vublk0,id=vublk0,num-queues=1,bootindex=0".into());
         }
         if let Some(inc) = &spec.incoming {
             for (kind, path) in [("main", &inc.main), ("cpr", &inc.cpr)] {
@@ -321,6 +336,7 @@ impl Adapter for Qemu {
             counter_offset: firmware::COUNTER_ADDR,
             counter_width: firmware::COUNTER_WIDTH,
             ring: None,
+            device_io: false,
         }
     }
 
@@ -412,6 +428,7 @@ mod tests {
             }),
             dir,
             shared_ram,
+            vhost_user_blk: None,
         }
     }
 

@@ -2,14 +2,13 @@
 //! command lines, where its guest keeps the counter, and its mutants with the
 //! rules the kit's self-test expects to catch each of them.
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use cprkit_harness::adapter::{
     Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, Monitor, RecordRing,
 };
+use cprkit_harness::launcher::{Helper, Launcher};
 use cprkit_harness::qmp_monitor::connect_qmp;
 
 use crate::VmmError;
@@ -29,6 +28,9 @@ pub const MUTANT_EXPECTATIONS: &[(&str, &[&str])] = &[
     ("split-brain-after-cancel", &["FAIL-3"]),
     ("copy-ram", &["MEM-1"]),
     ("target-ignores-paused", &["DONE-1"]),
+    ("never-release-owner", &["ORD-2", "OWN-1"]),
+    ("no-reacquire-after-failure", &["OWN-2"]),
+    ("io-after-cutover", &["ORD-1"]),
 ];
 
 /// refvmm, correct or with one mutant.
@@ -38,57 +40,24 @@ pub struct RefVmm {
     launcher: Launcher,
 }
 
-/// The argument with which a program that hosts refvmm (see [`host_refvmm`])
-/// runs it instead of its own main.
+/// The argument with which a program that hosts refvmm runs it instead of
+/// its own main (see [`cprkit_harness::launcher`]).
 pub const HOSTED_REFVMM_ARG: &str = "__refvmm";
 
-static HOST: OnceLock<PathBuf> = OnceLock::new();
+/// refvmm as one of the kit's helper programs.
+pub const REFVMM: Helper = Helper {
+    what: "refvmm",
+    env: "CPRKIT_REFVMM",
+    bin: "refvmm",
+    hosted_arg: HOSTED_REFVMM_ARG,
+};
 
-/// Declares that the running program runs refvmm when called with
-/// [`HOSTED_REFVMM_ARG`] first (the `cprkit` command does): refvmm is then
-/// found even where its own binary was not built.
-pub fn host_refvmm(exe: PathBuf) {
-    let _ = HOST.set(exe);
-}
-
-/// How to start refvmm: a program and the arguments before refvmm's own.
-#[derive(Debug, Clone)]
-pub struct Launcher {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-}
-
-/// Where refvmm is: $CPRKIT_REFVMM, else the `refvmm` binary beside the
-/// running program (target/<profile>/) or one level up (a test binary in
-/// target/<profile>/deps/), else the running program itself if it hosts refvmm.
+/// Where refvmm is: $CPRKIT_REFVMM, else beside the running program, else the
+/// running program itself if it hosts refvmm.
 pub fn refvmm_binary() -> Result<Launcher, VmmError> {
-    let plain = |program: PathBuf| Launcher {
-        program,
-        args: Vec::new(),
-    };
-    if let Some(p) = std::env::var_os("CPRKIT_REFVMM") {
-        return Ok(plain(PathBuf::from(p)));
-    }
-    let exe =
-        std::env::current_exe().map_err(|e| VmmError::Environment(format!("current_exe: {e}")))?;
-    let mut dir = exe.parent().map(PathBuf::from);
-    for _ in 0..2 {
-        let Some(d) = dir else { break };
-        let cand = d.join("refvmm");
-        if cand.is_file() {
-            return Ok(plain(cand));
-        }
-        dir = d.parent().map(PathBuf::from);
-    }
-    if let Some(host) = HOST.get() {
-        return Ok(Launcher {
-            program: host.clone(),
-            args: vec![HOSTED_REFVMM_ARG.into()],
-        });
-    }
-    Err(VmmError::Environment(
-        "refvmm not found beside this program: build it (`cargo build --bins`, with --release for a release run) or set CPRKIT_REFVMM".into(),
-    ))
+    REFVMM
+        .locate()
+        .map_err(|e| VmmError::Environment(e.to_string()))
 }
 
 impl RefVmm {
@@ -136,8 +105,7 @@ impl Adapter for RefVmm {
     }
 
     fn command(&self, spec: &LaunchSpec) -> Result<Command, AdapterError> {
-        let mut cmd = Command::new(&self.launcher.program);
-        cmd.args(&self.launcher.args);
+        let mut cmd = self.launcher.command();
         cmd.arg("--qmp")
             .arg(&spec.monitor)
             .arg("--ram-size")
@@ -150,6 +118,9 @@ impl Adapter for RefVmm {
         }
         if !spec.shared_ram {
             cmd.arg("--private-ram");
+        }
+        if let Some(sock) = &spec.vhost_user_blk {
+            cmd.arg("--vhost-user-blk").arg(sock);
         }
         if let Some(m) = &self.mutant {
             cmd.arg("--mutant").arg(m);
@@ -167,6 +138,7 @@ impl Adapter for RefVmm {
                 entries: refvmm::RING_ENTRIES,
                 check: refvmm::RING_CHECK,
             }),
+            device_io: true,
         }
     }
 

@@ -73,6 +73,7 @@ fn spec(dir: &Path, role: Role, shared_ram: bool) -> LaunchSpec {
             cpr: dir.join("t-cpr.sock"),
         }),
         shared_ram,
+        vhost_user_blk: None,
     }
 }
 

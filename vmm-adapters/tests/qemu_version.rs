@@ -18,6 +18,7 @@ fn spec(dir: &Path) -> LaunchSpec {
         monitor: dir.join("s-qmp.sock"),
         incoming: None,
         shared_ram: true,
+        vhost_user_blk: None,
     }
 }
 
@@ -99,6 +100,7 @@ fn a_new_enough_binary_is_taken() {
             counter_offset: 0x1000,
             counter_width: 4,
             ring: None,
+            device_io: false,
         }
     );
     // The command writes the firmware into the trial directory.

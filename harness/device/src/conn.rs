@@ -86,6 +86,10 @@ pub struct Connection {
     /// A clone of the socket, to shut it down (injected disconnect, daemon stop).
     socket: UnixStream,
     open: AtomicBool,
+    /// Set once by [`Conn::closed`]; `open` turns false only after the
+    /// disconnect's ledger entries, so whoever sees the connection closed
+    /// finds them in the ledger.
+    closing: AtomicBool,
     io: Arc<AtomicU64>,
     inner: Mutex<Inner>,
 }
@@ -108,6 +112,7 @@ impl Connection {
             device,
             socket,
             open: AtomicBool::new(true),
+            closing: AtomicBool::new(false),
             io: Arc::new(AtomicU64::new(0)),
             inner: Mutex::new(Inner::default()),
         }
@@ -367,7 +372,7 @@ impl Connection {
 
     /// The connection ended: stop its rings, release the device, record the disconnect.
     pub fn closed(&self) {
-        if !self.open.swap(false, Ordering::SeqCst) {
+        if self.closing.swap(true, Ordering::SeqCst) {
             return;
         }
         self.stop_all("disconnect");
@@ -381,6 +386,7 @@ impl Connection {
         }
         self.device.release(self.who(), "disconnect");
         self.push(EntryKind::Disconnect);
+        self.open.store(false, Ordering::SeqCst);
         self.shutdown();
         eprintln!(
             "cprkit-device: conn {} (pid {}) closed",

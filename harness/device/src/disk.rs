@@ -24,6 +24,19 @@ pub struct OutOfRange {
     pub len: usize,
 }
 
+/// The disk's bytes as it starts: zeroes, with the boot sector in sector 0
+/// (the counting guest of [`crate::boot`], a text, the 0x55AA signature).
+/// Also the image the kit gives a third-party backend.
+pub fn image() -> Vec<u8> {
+    let mut bytes = vec![0u8; DISK_SIZE];
+    let code = crate::boot::counting_loop();
+    bytes[..code.len()].copy_from_slice(&code);
+    bytes[BOOT_TEXT_OFFSET..BOOT_TEXT_OFFSET + BOOT_TEXT.len()].copy_from_slice(BOOT_TEXT);
+    bytes[510] = 0x55;
+    bytes[511] = 0xAA;
+    bytes
+}
+
 /// The in-memory disk.
 #[derive(Debug)]
 pub struct Disk {
@@ -37,17 +50,10 @@ impl Default for Disk {
 }
 
 impl Disk {
-    /// A zeroed disk with the boot sector in sector 0: the counting guest
-    /// (see [`crate::boot`]), a text, and the 0x55AA signature.
+    /// The disk as it starts: see [`image`].
     pub fn new() -> Self {
-        let mut bytes = vec![0u8; DISK_SIZE];
-        let code = crate::boot::counting_loop();
-        bytes[..code.len()].copy_from_slice(&code);
-        bytes[BOOT_TEXT_OFFSET..BOOT_TEXT_OFFSET + BOOT_TEXT.len()].copy_from_slice(BOOT_TEXT);
-        bytes[510] = 0x55;
-        bytes[511] = 0xAA;
         Disk {
-            bytes: Mutex::new(bytes),
+            bytes: Mutex::new(image()),
         }
     }
 

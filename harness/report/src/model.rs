@@ -12,7 +12,7 @@ use cprkit_cases::Profile;
 use cprkit_cases::known::{KnownViolations, reconcile};
 use cprkit_cases::runner::{TrialResult, Verdicts};
 use cprkit_harness::outcome::redact;
-use cprkit_harness::rules::{self, MEMORY_RULES, Status};
+use cprkit_harness::rules::{self, Status};
 use serde::Serialize;
 
 use crate::figures::{Figure, Figures, median};
@@ -388,8 +388,13 @@ fn trial_report(r: &TrialResult, known: Option<&KnownViolations>) -> TrialReport
 }
 
 fn rule_summaries(trials: &[TrialReport]) -> Vec<RuleSummary> {
-    MEMORY_RULES
-        .iter()
+    // The device rules only when a trial had a device (a profile with one).
+    let device = trials.iter().any(|t| {
+        t.verdicts
+            .iter()
+            .any(|v| rules::rule(&v.rule).is_some_and(|r| r.device))
+    });
+    rules::rules_for(device)
         .map(|rule| {
             let mut s = RuleSummary {
                 id: rule.id.into(),

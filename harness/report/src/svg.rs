@@ -138,6 +138,7 @@ text {{ font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 
                 let colour = match &e.what {
                     What::Exited(_) => "#b00020",
                     What::Sample(_) => "#777777",
+                    What::Device(_) => "#2e7d32",
                     _ => "#333333",
                 };
                 let _ = writeln!(
@@ -219,6 +220,15 @@ text {{ font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 
                     ),
                 }
             }
+            (Actor::Device, _) => text(
+                &mut out,
+                (XS + XT) / 2,
+                base,
+                "middle",
+                "note",
+                &format!("({label})"),
+                COL_CHARS,
+            ),
         }
     }
 

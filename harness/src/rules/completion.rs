@@ -18,7 +18,13 @@ pub fn done1(r: &TrialRecord) -> Verdict {
     if source != "postmigrate" && !r.killed_by_fault(crate::adapter::Role::Source) {
         wrong.push(format!("source `{source}`, not `postmigrate`"));
     }
-    if wrong.is_empty() {
+    wrong.extend(super::devices::done1_device(r));
+    if wrong.is_empty() && r.device.as_ref().is_some_and(|d| d.observable) {
+        Verdict::pass(
+            ID,
+            format!("target `{target}` owning the device, source `postmigrate` owning none"),
+        )
+    } else if wrong.is_empty() {
         Verdict::pass(ID, format!("target `{target}`, source `postmigrate`"))
     } else {
         Verdict::fail(ID, wrong.join("; "))

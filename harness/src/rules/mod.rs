@@ -5,6 +5,7 @@
 //! is stable in snapshots; its `detail` carries the numbers for reports.
 
 mod completion;
+mod devices;
 mod failure;
 mod memory;
 mod ordering;
@@ -77,71 +78,111 @@ pub struct Rule {
     /// The MUST text, as in CONTRACT.md.
     pub text: &'static str,
     pub check: fn(&TrialRecord) -> Verdict,
+    /// The rule is about vhost devices: it applies to profiles with one only.
+    pub device: bool,
 }
 
-/// The rules that apply to the memory profile, in the contract's order.
-pub const MEMORY_RULES: &[Rule] = &[
+/// Every rule of the contract, in its order.
+pub const RULES: &[Rule] = &[
     Rule {
         id: "ORD-1",
         text: "When the first CPR fd reaches the target, the source VM is stopped: no guest memory write and no device I/O from the source from then on.",
         check: ordering::ord1,
+        device: false,
+    },
+    Rule {
+        id: "ORD-2",
+        text: "When the first CPR fd reaches the target, every vhost device of the source is quiesced and released: no ring of the source still runs.",
+        check: devices::ord2,
+        device: true,
+    },
+    Rule {
+        id: "OWN-1",
+        text: "A device never has two owners: the target takes a device over only after the source released it; with no injected fault the target's take-over never fails as busy.",
+        check: devices::own1,
+        device: true,
+    },
+    Rule {
+        id: "OWN-2",
+        text: "After a failed or cancelled transfer the source owns again every device it owned before, and device I/O works.",
+        check: devices::own2,
+        device: true,
     },
     Rule {
         id: "FAIL-1",
         text: "After a failed or cancelled transfer the source returns to the runstate it had when the migrate command came, within a bounded time.",
         check: failure::fail1,
+        device: false,
     },
     Rule {
         id: "FAIL-2",
         text: "The source is resumed exactly once per failed transfer (no double resume, no resume of a VM that was paused).",
         check: failure::fail2,
+        device: false,
     },
     Rule {
         id: "FAIL-3",
         text: "Source and target never both run guest code on the shared memory (no split brain), whatever fault or cancel happens.",
         check: failure::fail3,
+        device: false,
     },
     Rule {
         id: "FAIL-4",
         text: "A failed transfer leaves the target not running: it exits, or stays stopped in a state the adapter can kill.",
         check: failure::fail4,
+        device: false,
     },
     Rule {
         id: "DONE-1",
         text: "A successful transfer ends with the target in the source's prior runstate, and the source in postmigrate.",
         check: completion::done1,
+        device: false,
     },
     Rule {
         id: "DONE-2",
         text: "The source reports completion only if the target has really loaded the state and is alive.",
         check: completion::done2,
+        device: false,
     },
     Rule {
         id: "MEM-1",
         text: "Guest RAM is handed over in place: the target maps the same memfd inodes, and guest memory content carries on.",
         check: memory::mem1,
+        device: false,
     },
     Rule {
         id: "ERR-1",
         text: "A malformed request is refused with an error; the VMM process survives and the VM state is unchanged.",
         check: requests::err1,
+        device: false,
     },
     Rule {
         id: "ERR-2",
         text: "A stuck peer never wedges the source: a cancel at any step returns it to its prior runstate, and every step ends or fails within a bound.",
         check: requests::err2,
+        device: false,
     },
 ];
 
-/// Judges a trial by every rule of the memory profile.
+/// The rules of a profile with (`device`) or without a vhost device, in the contract's order.
+pub fn rules_for(device: bool) -> impl Iterator<Item = &'static Rule> {
+    RULES.iter().filter(move |r| device || !r.device)
+}
+
+/// Judges a trial by every rule of its profile.
 pub fn judge(record: &TrialRecord) -> Vec<Verdict> {
-    MEMORY_RULES.iter().map(|r| (r.check)(record)).collect()
+    rules_for(record.device.is_some())
+        .map(|r| (r.check)(record))
+        .collect()
 }
 
 /// The rule with this ID.
 pub fn rule(id: &str) -> Option<&'static Rule> {
-    MEMORY_RULES.iter().find(|r| r.id == id)
+    RULES.iter().find(|r| r.id == id)
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod device_tests;

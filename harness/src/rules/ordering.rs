@@ -18,19 +18,38 @@ pub fn ord1(r: &TrialRecord) -> Verdict {
     }
     let runstate = c.source_runstate.as_deref().unwrap_or("unknown");
     let moved = c.counter.is_some_and(|(a, b)| b != a);
-    let detail = match c.counter {
+    let device_io = r
+        .device
+        .as_ref()
+        .map_or(0, |d| super::devices::source_io_after_cutover(r, d).len());
+    let mut detail = match c.counter {
         Some((a, b)) => format!(
             "at {}: source runstate {runstate}, guest counter {a} -> {b} during the hold",
             ms(c.at)
         ),
         None => format!("at {}: source runstate {runstate}", ms(c.at)),
     };
-    if runstate == "running" || moved {
-        let mut why = format!("source runstate `{runstate}` when the first fd crossed");
-        if moved {
-            why.push_str("; the guest counter moved while the fds were held");
+    if device_io > 0 {
+        detail.push_str(&format!(
+            "; {device_io} device I/O request(s) of the source after the cut-over"
+        ));
+    }
+    if runstate == "running" || moved || device_io > 0 {
+        let mut why = Vec::new();
+        if runstate == "running" || moved {
+            why.push(format!(
+                "source runstate `{runstate}` when the first fd crossed"
+            ));
         }
-        Verdict::fail(ID, why).with_detail(detail)
+        if moved {
+            why.push("the guest counter moved while the fds were held".to_string());
+        }
+        if device_io > 0 {
+            why.push(
+                "the device served I/O from the source after the first fd crossed".to_string(),
+            );
+        }
+        Verdict::fail(ID, why.join("; ")).with_detail(detail)
     } else {
         Verdict::pass(
             ID,

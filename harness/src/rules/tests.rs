@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rstest::rstest;
 
-use super::{MEMORY_RULES, Status, Verdict, judge, rule};
+use super::{Rule, Status, Verdict, judge, rule, rules_for};
 use crate::adapter::{MigrationInfo, VmEvent};
 use crate::plan::{BadRequest, Fault, FaultPoint, GuestState, Step};
 use crate::process::ExitInfo;
@@ -73,6 +73,7 @@ impl Rec {
             }),
             source_ram_inode: Some(RAM),
             cancel: None,
+            device: None,
             source: ProcEnd {
                 runstate: Some("postmigrate".into()),
                 migration: migration("completed"),
@@ -909,10 +910,11 @@ fn judge_gives_one_verdict_per_rule_in_order(#[case] rec: Rec) {
     let r = rec.build();
     let verdicts = judge(&r);
     let ids: Vec<&str> = verdicts.iter().map(|v| v.rule).collect();
-    let rule_ids: Vec<&str> = MEMORY_RULES.iter().map(|r| r.id).collect();
+    let memory_rules: Vec<&Rule> = rules_for(false).collect();
+    let rule_ids: Vec<&str> = memory_rules.iter().map(|r| r.id).collect();
     assert_eq!(ids, rule_ids);
     assert_eq!(ids, CONTRACT_IDS);
-    for (v, rule) in verdicts.iter().zip(MEMORY_RULES) {
+    for (v, rule) in verdicts.iter().zip(memory_rules) {
         assert_eq!(
             *v,
             (rule.check)(&r),
@@ -955,9 +957,8 @@ fn rule_lookup() {
         assert_eq!(rule(id).map(|r| r.id), Some(id));
         assert!(!rule(id).unwrap().text.is_empty());
     }
-    assert!(
-        rule("ORD-2").is_none(),
-        "ORD-2 is not a memory-profile rule"
-    );
+    let ord2 = rule("ORD-2").expect("a rule of the contract");
+    assert!(ord2.device, "ORD-2 applies to profiles with a device only");
+    assert!(!rules_for(false).any(|r| r.id == "ORD-2"));
     assert!(rule("ord-1").is_none());
 }

@@ -49,6 +49,7 @@ impl<'a> Controller<'a> {
             source: None,
             target: None,
             interposer: None,
+            device: None,
             source_status: None,
             main_route: None,
             hang_pending: false,
@@ -120,6 +121,7 @@ impl<'a> Controller<'a> {
 
     pub(super) fn run(&mut self) -> Result<(), TrialError> {
         let d = self.dir;
+        let blk = self.start_device()?;
         let incoming = Incoming {
             main: d.join("t-main.sock"),
             cpr: d.join("t-cpr.sock"),
@@ -130,6 +132,7 @@ impl<'a> Controller<'a> {
             monitor: d.join("t-qmp.sock"),
             incoming: Some(incoming.clone()),
             shared_ram: true,
+            vhost_user_blk: blk.clone(),
         };
         let source_spec = LaunchSpec {
             role: Role::Source,
@@ -137,6 +140,9 @@ impl<'a> Controller<'a> {
             monitor: d.join("s-qmp.sock"),
             incoming: None,
             shared_ram: self.bad_request() != Some(BadRequest::PrivateRam),
+            // A vhost-user device needs shared guest RAM: the source whose
+            // RAM is private (ERR-1) runs without it.
+            vhost_user_blk: blk.filter(|_| self.bad_request() != Some(BadRequest::PrivateRam)),
         };
 
         // The target first: it must be listening on its cpr socket.
@@ -153,12 +159,16 @@ impl<'a> Controller<'a> {
         }
 
         // The source, its monitor, its guest running or paused.
+        let source_spec_has_device = source_spec.vhost_user_blk.is_some();
         let mut source = self.spawn(source_spec)?;
         let mut mon = self.connect(&source, Instant::now() + STARTUP)?;
         if self.bad_request() != Some(BadRequest::PrivateRam) {
             source.ram = Some(self.open_ram(source.proc.pid())?);
             self.record.source_ram_inode = source.ram.as_ref().map(GuestRam::inode);
             self.wait_guest_started(source.ram.as_ref().expect("just opened"))?;
+        }
+        if source_spec_has_device {
+            self.wait_device_started(source.proc.pid())?;
         }
         if self.spec.guest == GuestState::Paused {
             mon.stop()?;
@@ -203,6 +213,8 @@ impl<'a> Controller<'a> {
             }
             _ => {}
         }
+
+        self.arm_device();
 
         // The migrate command.
         if self.fault_at(Step::SourceStop).is_some() {

@@ -52,6 +52,7 @@ impl Controller<'_> {
     pub(super) fn barrier_point_final(&mut self) {
         let (src, tgt) = self.flush();
         self.action("final readings");
+        self.observe_device_end((src.clone(), tgt.clone()));
         let settle = self.spec.settle;
         for role in [Role::Source, Role::Target] {
             let alive = self.alive(role);
@@ -130,6 +131,7 @@ impl Controller<'_> {
         }
         self.source = None;
         self.target = None;
+        self.finish_device();
         self.record.timeline = self.timeline.entries();
         self.record.clone()
     }

@@ -68,7 +68,8 @@ impl Controller<'_> {
             }
             _ => {}
         }
-        let fault = self.fault_at(h.step);
+        // A device fault is the device's to inject (armed before migrate).
+        let fault = self.fault_at(h.step).filter(|f| !f.needs_device());
         let directive = match fault {
             Some(f) => {
                 self.inject();
@@ -130,6 +131,11 @@ impl Controller<'_> {
             Fault::CprDropFds => Directive::DropFds,
             Fault::MainCorrupt => Directive::Corrupt,
             Fault::BadRequest(_) => Directive::Forward,
+            // Armed in the device before the migrate command, never at a hold.
+            Fault::DeviceBusy
+            | Fault::DeviceReleaseFail
+            | Fault::DeviceDisconnect
+            | Fault::DeviceDelay => Directive::Forward,
         }
     }
 
@@ -160,6 +166,7 @@ impl Controller<'_> {
                 self.note(&s);
             }
         }
+        self.wait_device_taken_back(deadline);
         let ended = self
             .source_terminal()
             .then(|| self.source_status.clone())
@@ -172,12 +179,18 @@ impl Controller<'_> {
     }
 
     pub(super) fn observe_cutover(&mut self, h: Held, source_runstate: Option<String>) {
+        self.observe_device_cutover();
         let ram = self.source.as_ref().and_then(|s| s.ram.as_ref());
         let counter = ram.and_then(|r| {
             let before = r.counter().ok()?;
             std::thread::sleep(CUTOVER_WATCH);
             Some((before, r.counter().ok()?))
         });
+        if counter.is_none() && self.device.is_some() {
+            // No guest RAM to watch: the device's ledger is watched alone.
+            std::thread::sleep(CUTOVER_WATCH);
+        }
+        self.observe_device_cutover_end();
         if let Some((a, b)) = counter {
             self.timeline.record(
                 Actor::Source,

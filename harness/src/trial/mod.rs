@@ -9,6 +9,7 @@
 //! place in the protocol.
 
 mod controller;
+mod device;
 mod ending;
 mod holds;
 mod signals;
@@ -19,6 +20,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::time::Duration;
 
 use crate::adapter::{Adapter, AdapterError, LaunchSpec, Monitor, Role, VmEvent};
+use crate::device::{DeviceDaemon, DeviceError, DeviceSetup};
 use crate::guestmem::GuestRam;
 use crate::interposer::{Directive, Held, Interposer};
 use crate::plan::{FaultPoint, GuestState};
@@ -41,6 +43,8 @@ pub struct TrialSpec {
     pub migration_bound: Duration,
     /// Migration capabilities to set on the source (QEMU's names).
     pub capabilities: Vec<String>,
+    /// The kit's vhost-user-blk device, handed over with the VM (profile `vhost-user`).
+    pub device: Option<DeviceSetup>,
     /// Keep the trial directory (sockets, logs) afterwards.
     pub keep: bool,
 }
@@ -61,6 +65,8 @@ pub enum TrialError {
     Setup { what: String, log: String },
     #[error("interposer: {0}")]
     Interposer(std::io::Error),
+    #[error("{0}")]
+    Device(#[from] DeviceError),
 }
 
 /// The time the kit holds the first fds to see whether the guest still runs.
@@ -108,6 +114,8 @@ struct Controller<'a> {
     source: Option<Side>,
     target: Option<Side>,
     interposer: Option<Interposer>,
+    /// The trial's device daemon, in profiles with a device.
+    device: Option<DeviceDaemon>,
     source_status: Option<String>,
     /// The main channel's route, opened at target-init.
     main_route: Option<crate::interposer::Route>,

@@ -4,9 +4,8 @@
 //! SET_OWNER, SET_MEM_TABLE; kernel vhost: VHOST_SET_OWNER on the passed fd),
 //! start the monitor, listen on the main channel, then signal readiness by
 //! shutting down our write side of the cpr channel), main-stream (load the
-//! device state, start the vhost-user-blk ring at the source's base, answer
-//! `loaded`) and target-resume (on
-//! the source's `go` only). Any failure before `go` ends the process with
+//! device state, answer `loaded`) and target-resume (on the source's `go`
+//! only: start the vhost-user-blk ring at the source's base, then run). Any failure before `go` ends the process with
 //! status 1: a target that did not get `go` never runs.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -54,6 +53,7 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
         // The bug: runs as soon as the state is loaded, before telling the
         // source and without waiting for its go.
         crate::log!("target-resume: not waiting for go (mutant split-brain-after-cancel)");
+        start_blk(&vm, &state);
         target_resume(&vm, &mut vm.lock(), state.running);
     }
     match (&main).write_all(&proto::loaded_line()) {
@@ -72,6 +72,7 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
         Err(e) => die(format!("the source did not commit: {e}")),
     }
     if !early {
+        start_blk(&vm, &state);
         target_resume(&vm, &mut vm.lock(), state.running);
     }
     drop(reader);
@@ -200,7 +201,7 @@ fn load_state<R: BufRead>(cfg: &Config, vm: &Vm, reader: &mut R) -> DeviceState 
         ));
     }
     vm.vcpu.set_r(state.vcpu.r);
-    load_blk(vm, &state);
+    check_blk(vm, &state);
     crate::log!(
         "main-stream: device state loaded (r={}, source was {})",
         state.vcpu.r,
@@ -213,30 +214,37 @@ fn load_state<R: BufRead>(cfg: &Config, vm: &Vm, reader: &mut R) -> DeviceState 
     state
 }
 
-/// Starts the vhost-user-blk ring at the source's base (the state must
-/// carry a ring state exactly when this VM has the device).
-fn load_blk(vm: &Vm, state: &DeviceState) {
+/// Checks the vhost-user-blk ring state: the state must carry one exactly
+/// when this VM has the device.
+fn check_blk(vm: &Vm, state: &DeviceState) {
     match (&vm.blk, &state.blk) {
-        (None, None) => {}
         (Some(_), None) => die("the device state has no vhost-user-blk ring state"),
         (None, Some(_)) => {
             die("the device state has a vhost-user-blk ring state, this VM has no such device")
         }
-        (Some(blk), Some(s)) => {
-            let driver = blk.driver_index();
-            if driver != s.base {
-                crate::log!(
-                    "main-stream: vhost-user-blk base {} differs from the driver's index {driver} (requests the device has not consumed)",
-                    s.base
-                );
-            }
-            if let Err(e) = blk.start_ring(s.base) {
-                die(format!(
-                    "vhost-user-blk: starting ring 0 at base {}: {e:#}",
-                    s.base
-                ));
-            }
-        }
+        _ => {}
+    }
+}
+
+/// Starts the vhost-user-blk ring at the source's base: only once the source
+/// committed (its `go`), with the VM, as the device was the source's until
+/// then (a cancelled transfer must not leave the device with two rings).
+fn start_blk(vm: &Vm, state: &DeviceState) {
+    let (Some(blk), Some(s)) = (&vm.blk, &state.blk) else {
+        return;
+    };
+    let driver = blk.driver_index();
+    if driver != s.base {
+        crate::log!(
+            "target-resume: vhost-user-blk base {} differs from the driver's index {driver} (requests the device has not consumed)",
+            s.base
+        );
+    }
+    if let Err(e) = blk.start_ring(s.base) {
+        die(format!(
+            "vhost-user-blk: starting ring 0 at base {}: {e:#}",
+            s.base
+        ));
     }
 }
 

@@ -61,6 +61,7 @@ impl Scratch {
             monitor: self.0.join("qmp.sock"),
             incoming: None,
             shared_ram: true,
+            vhost_user_blk: None,
         }
     }
 }

@@ -1,13 +1,15 @@
 //! One vhost-user connection to the vhost-user-blk backend, as a frontend:
 //! the handshake, ownership (SET_OWNER, RESET_OWNER), the memory table and
 //! starting or stopping ring 0. Every reply is awaited at most
-//! [`REPLY_TIMEOUT`]; with REPLY_ACK every message asks for a reply, so a
+//! [`REPLY_TIMEOUT`] (a watchdog shuts the socket down after that); with REPLY_ACK every message asks for a reply, so a
 //! refused message comes back as an error and a closed connection as an I/O
 //! error.
 
+use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -42,6 +44,8 @@ pub struct RingFds {
 /// A connection to the backend.
 pub struct Conn {
     fe: Frontend,
+    /// The same socket, for the watchdog to shut down.
+    sock: UnixStream,
 }
 
 impl std::fmt::Debug for Conn {
@@ -51,17 +55,48 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    /// Connects to the backend's socket (reads and writes bounded).
+    /// Connects to the backend's socket (each request bounded, see [`Conn::call`]).
     pub fn connect(path: &Path) -> Result<Self> {
         let sock = UnixStream::connect(path)
             .with_context(|| format!("connecting to {}", path.display()))?;
-        sock.set_read_timeout(Some(REPLY_TIMEOUT))
-            .context("SO_RCVTIMEO")?;
-        sock.set_write_timeout(Some(REPLY_TIMEOUT))
-            .context("SO_SNDTIMEO")?;
+        let watched = sock.try_clone().context("dup of the device socket")?;
         Ok(Self {
             fe: Frontend::from_stream(sock, 1),
+            sock: watched,
         })
+    }
+
+    /// One request and its reply, bounded by [`REPLY_TIMEOUT`]: the vhost
+    /// crate retries a read that times out, so a watchdog shuts the socket
+    /// down instead, and the request fails (a backend that does not answer,
+    /// like one busy with another frontend, cannot wedge refvmm).
+    fn call<T, E: std::error::Error + Send + Sync + 'static>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Frontend) -> std::result::Result<T, E>,
+    ) -> Result<T> {
+        let (done, wait) = mpsc::channel::<()>();
+        let sock = self.sock.try_clone().context("dup of the device socket")?;
+        let watchdog = std::thread::spawn(move || {
+            let late = matches!(
+                wait.recv_timeout(REPLY_TIMEOUT),
+                Err(RecvTimeoutError::Timeout)
+            );
+            if late {
+                let _ = sock.shutdown(Shutdown::Both);
+            }
+            late
+        });
+        let r = f(&mut self.fe);
+        drop(done);
+        let late = watchdog.join().unwrap_or(false);
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) if late => Err(anyhow::anyhow!(
+                "{what}: no answer within {REPLY_TIMEOUT:?} ({e}); connection shut down"
+            )),
+            Err(e) => Err(anyhow::Error::new(e).context(what.to_string())),
+        }
     }
 
     /// The handshake: GET_FEATURES, SET_FEATURES (VERSION_1 and
@@ -69,23 +104,18 @@ impl Conn {
     /// (REPLY_ACK, CONFIG, MQ, as offered); then NEED_REPLY on every message
     /// if REPLY_ACK is on. Returns the acked protocol features.
     pub fn handshake(&mut self) -> Result<VhostUserProtocolFeatures> {
-        let offered = self.fe.get_features().context("GET_FEATURES")?;
+        let offered = self.call("GET_FEATURES", |fe| fe.get_features())?;
         if offered & VHOST_USER_F_PROTOCOL_FEATURES == 0 {
             bail!("the backend does not offer VHOST_USER_F_PROTOCOL_FEATURES ({offered:#x})");
         }
         let features = (VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES) & offered;
-        self.fe.set_features(features).context("SET_FEATURES")?;
-        let proto = self
-            .fe
-            .get_protocol_features()
-            .context("GET_PROTOCOL_FEATURES")?;
+        self.call("SET_FEATURES", |fe| fe.set_features(features))?;
+        let proto = self.call("GET_PROTOCOL_FEATURES", |fe| fe.get_protocol_features())?;
         let want = (VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::MQ)
             & proto;
-        self.fe
-            .set_protocol_features(want)
-            .context("SET_PROTOCOL_FEATURES")?;
+        self.call("SET_PROTOCOL_FEATURES", |fe| fe.set_protocol_features(want))?;
         if want.contains(VhostUserProtocolFeatures::REPLY_ACK) {
             self.fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
         }
@@ -99,12 +129,12 @@ impl Conn {
 
     /// SET_OWNER.
     pub fn set_owner(&mut self) -> Result<()> {
-        self.fe.set_owner().context("SET_OWNER refused")
+        self.call("SET_OWNER refused", |fe| fe.set_owner())
     }
 
     /// RESET_OWNER.
     pub fn reset_owner(&mut self) -> Result<()> {
-        self.fe.reset_owner().context("RESET_OWNER refused")
+        self.call("RESET_OWNER refused", |fe| fe.reset_owner())
     }
 
     /// GET_CONFIG: the capacity in 512-byte sectors (0 if the backend does
@@ -114,10 +144,9 @@ impl Conn {
             return Ok(0);
         }
         let buf = vec![0u8; CONFIG_LEN as usize];
-        let (_, payload) = self
-            .fe
-            .get_config(0, CONFIG_LEN, VhostUserConfigFlags::empty(), &buf)
-            .context("GET_CONFIG")?;
+        let (_, payload) = self.call("GET_CONFIG", |fe| {
+            fe.get_config(0, CONFIG_LEN, VhostUserConfigFlags::empty(), &buf)
+        })?;
         let cap: [u8; 8] = payload
             .get(..8)
             .and_then(|b| b.try_into().ok())
@@ -138,7 +167,7 @@ impl Conn {
             mmap_offset: 0,
             mmap_handle: memfd.as_raw_fd(),
         };
-        self.fe.set_mem_table(&[region]).context("SET_MEM_TABLE")?;
+        self.call("SET_MEM_TABLE", |fe| fe.set_mem_table(&[region]))?;
         Ok(())
     }
 
@@ -148,38 +177,26 @@ impl Conn {
     pub fn start_ring(&mut self, ram: &GuestRam, base: u16) -> Result<RingFds> {
         let q = SplitQueue::new(ram);
         let cfg = q.vring_config();
-        self.fe
-            .set_vring_num(QUEUE, cfg.queue_size)
-            .context("SET_VRING_NUM")?;
-        self.fe
-            .set_vring_addr(QUEUE, &cfg)
-            .context("SET_VRING_ADDR")?;
-        self.fe
-            .set_vring_base(QUEUE, base)
-            .context("SET_VRING_BASE")?;
+        self.call("SET_VRING_NUM", |fe| {
+            fe.set_vring_num(QUEUE, cfg.queue_size)
+        })?;
+        self.call("SET_VRING_ADDR", |fe| fe.set_vring_addr(QUEUE, &cfg))?;
+        self.call("SET_VRING_BASE", |fe| fe.set_vring_base(QUEUE, base))?;
         let fds = RingFds {
             kick: EventFd::new(EFD_NONBLOCK).context("eventfd (kick)")?,
             call: EventFd::new(EFD_NONBLOCK).context("eventfd (call)")?,
         };
-        self.fe
-            .set_vring_call(QUEUE, &fds.call)
-            .context("SET_VRING_CALL")?;
-        self.fe
-            .set_vring_kick(QUEUE, &fds.kick)
-            .context("SET_VRING_KICK")?;
-        self.fe
-            .set_vring_enable(QUEUE, true)
-            .context("SET_VRING_ENABLE 1")?;
+        self.call("SET_VRING_CALL", |fe| fe.set_vring_call(QUEUE, &fds.call))?;
+        self.call("SET_VRING_KICK", |fe| fe.set_vring_kick(QUEUE, &fds.kick))?;
+        self.call("SET_VRING_ENABLE 1", |fe| fe.set_vring_enable(QUEUE, true))?;
         Ok(fds)
     }
 
     /// Stops ring 0: SET_VRING_ENABLE 0, then GET_VRING_BASE (the device's
     /// next available index, the base a new owner starts from).
     pub fn stop_ring(&mut self) -> Result<u16> {
-        self.fe
-            .set_vring_enable(QUEUE, false)
-            .context("SET_VRING_ENABLE 0")?;
-        let base = self.fe.get_vring_base(QUEUE).context("GET_VRING_BASE")?;
+        self.call("SET_VRING_ENABLE 0", |fe| fe.set_vring_enable(QUEUE, false))?;
+        let base = self.call("GET_VRING_BASE", |fe| fe.get_vring_base(QUEUE))?;
         u16::try_from(base).with_context(|| format!("GET_VRING_BASE: base {base} is not a u16"))
     }
 }

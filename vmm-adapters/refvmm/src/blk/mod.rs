@@ -106,9 +106,9 @@ impl Blk {
     }
 
     /// Releases the device (the I/O thread must be stopped):
-    /// SET_VRING_ENABLE 0, GET_VRING_BASE, RESET_OWNER. Returns the base. On
-    /// an error the connection is dropped and the device counts as lost (the
-    /// failure path takes it back).
+    /// SET_VRING_ENABLE 0, GET_VRING_BASE, RESET_OWNER, then closes the
+    /// connection. Returns the base. On an error the device counts as lost
+    /// (the failure path takes it back).
     pub fn release(&self) -> Result<u16> {
         self.io.set_ring(None);
         let mut guard = self.dev();
@@ -125,12 +125,13 @@ impl Blk {
                 "vhost-user-blk: ring 0 stopped (SET_VRING_ENABLE 0, GET_VRING_BASE {base})"
             );
             conn.reset_owner()?;
-            crate::log!("vhost-user-blk: released (RESET_OWNER)");
+            crate::log!("vhost-user-blk: released (RESET_OWNER), disconnecting");
             Ok(base)
         });
-        if result.is_err() {
-            dev.conn = None;
-        }
+        // Released or not, the connection goes: a backend that serves one
+        // frontend at a time (qemu-storage-daemon) can then serve the target;
+        // the failure path reconnects.
+        dev.conn = None;
         result
     }
 

@@ -1,0 +1,309 @@
+//! The kit's vhost device in a trial: starting the device daemon (crate
+//! `cprkit-device`) in the trial directory, arming the trial's device fault
+//! for the right process, and reading the daemon's state and ledger at the
+//! hold points and at the end.
+//!
+//! The daemon stamps its ledger with CLOCK_MONOTONIC, the clock of
+//! [`std::time::Instant`] on Linux, so its entries fall into the trial's
+//! timeline at their real place (see [`Timeline::at_monotonic`]).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use cprkit_device::client::DeviceClient;
+pub use cprkit_device::fault::{DeviceFault, DeviceFaultKind, Trigger};
+pub use cprkit_device::ledger::{Answer, EntryKind, LedgerEntry, OwnerChange};
+pub use cprkit_device::state::{ConnState, DeviceState, Policy};
+
+use crate::launcher::Helper;
+use crate::plan::{DEVICE_DELAY, Fault, FaultPoint, Step};
+use crate::process::{ExitInfo, VmmProcess};
+use crate::timeline::{Actor, Timeline};
+use crate::trialdir::TrialDir;
+use crate::unixnet;
+
+/// The first argument with which a hosting program runs the device daemon.
+pub const HOSTED_DEVICE_ARG: &str = "__device";
+
+/// The device daemon as one of the kit's helper programs.
+pub const DEVICE_DAEMON: Helper = Helper {
+    what: "the device daemon (cprkit-device)",
+    env: "CPRKIT_DEVICE",
+    bin: "cprkit-device",
+    hosted_arg: HOSTED_DEVICE_ARG,
+};
+
+/// Which vhost-user-blk backend serves the trial's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// The kit's own daemon: a ledger, a policy, device faults.
+    Kit,
+    /// Debian qemu-utils' `qemu-storage-daemon` with a vhost-user-blk export:
+    /// a third-party backend serving one frontend at a time, whose rings and
+    /// owner the kit cannot see.
+    QemuStorageDaemon,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Kit => "kit",
+            Backend::QemuStorageDaemon => "qemu-storage-daemon",
+        }
+    }
+
+    /// Whether the kit sees the device's state and ledger (the device rules need them).
+    pub fn observable(self) -> bool {
+        self == Backend::Kit
+    }
+
+    /// Why this backend cannot run here, if it cannot.
+    pub fn missing(self) -> Option<String> {
+        match self {
+            Backend::Kit => None,
+            Backend::QemuStorageDaemon => which(QSD).is_none().then(|| {
+                format!("{QSD} not found: install it (Debian: apt-get install qemu-utils)")
+            }),
+        }
+    }
+}
+
+/// The program of [`Backend::QemuStorageDaemon`].
+const QSD: &str = "qemu-storage-daemon";
+
+/// A program on PATH.
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The device a trial hands over with the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceSetup {
+    pub backend: Backend,
+    /// The kit's daemon's policy (a third-party backend has its own rules).
+    pub policy: Policy,
+}
+
+/// The device daemon could not be started or read.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("{0}")]
+    NotFound(#[from] crate::launcher::NotFound),
+    #[error("cannot start the device daemon: {0}")]
+    Spawn(std::io::Error),
+    #[error("the device daemon never listened on {0} (see device.log)")]
+    NotListening(PathBuf),
+    #[error("device daemon: {0}")]
+    Control(#[from] cprkit_device::client::DeviceError),
+    #[error("cannot write the disk image: {0}")]
+    Image(std::io::Error),
+    #[error("{0} keeps no ledger: the kit cannot read its state")]
+    Unobservable(&'static str),
+}
+
+/// One trial's device backend process.
+pub struct DeviceDaemon {
+    proc: VmmProcess,
+    backend: Backend,
+    socket: PathBuf,
+    /// The control connection (the kit's daemon only).
+    client: Option<DeviceClient>,
+}
+
+/// How long the daemon gets to listen.
+const START: Duration = Duration::from_secs(10);
+
+impl DeviceDaemon {
+    /// Starts the backend in `dir` as `setup` says; its exit goes to the timeline.
+    pub fn start(
+        dir: &TrialDir,
+        timeline: &Timeline,
+        setup: DeviceSetup,
+        on_exit: impl FnOnce(ExitInfo) + Send + 'static,
+    ) -> Result<Self, DeviceError> {
+        let socket = dir.join("vhost-blk.sock");
+        let control = dir.join("device-ctl.sock");
+        let cmd = match setup.backend {
+            Backend::Kit => {
+                let mut cmd = DEVICE_DAEMON.locate()?.command();
+                cmd.arg("--socket")
+                    .arg(&socket)
+                    .arg("--control")
+                    .arg(&control)
+                    .arg("--policy")
+                    .arg(setup.policy.name());
+                cmd
+            }
+            Backend::QemuStorageDaemon => {
+                // The same disk as the kit's: SeaBIOS boots the counting loop from it.
+                let image = dir.join("disk.img");
+                std::fs::write(&image, cprkit_device::disk::image()).map_err(DeviceError::Image)?;
+                let mut cmd = std::process::Command::new(QSD);
+                cmd.arg("--blockdev")
+                    .arg(format!(
+                        "driver=file,node-name=disk0,filename={}",
+                        image.display()
+                    ))
+                    .arg("--export")
+                    .arg(format!(
+                        "type=vhost-user-blk,id=exp0,node-name=disk0,writable=on,addr.type=unix,addr.path={}",
+                        socket.display()
+                    ));
+                cmd
+            }
+        };
+        let proc = VmmProcess::spawn(
+            Actor::Device,
+            cmd,
+            &dir.join("device.log"),
+            timeline,
+            on_exit,
+        )
+        .map_err(DeviceError::Spawn)?;
+        let deadline = Instant::now() + START;
+        let observable = setup.backend.observable();
+        for path in [&socket, &control]
+            .into_iter()
+            .take(if observable { 2 } else { 1 })
+        {
+            if !unixnet::wait_listening(path, deadline, || !proc.is_alive()) {
+                return Err(DeviceError::NotListening(path.clone()));
+            }
+        }
+        let client = if observable {
+            Some(DeviceClient::connect(&control, START)?)
+        } else {
+            None
+        };
+        Ok(DeviceDaemon {
+            proc,
+            backend: setup.backend,
+            socket,
+            client,
+        })
+    }
+
+    fn client(&mut self) -> Result<&mut DeviceClient, DeviceError> {
+        let name = self.backend.name();
+        self.client.as_mut().ok_or(DeviceError::Unobservable(name))
+    }
+
+    /// The vhost-user socket VMMs connect to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.proc.is_alive()
+    }
+
+    /// Whether the kit sees this backend's state and ledger.
+    pub fn observable(&self) -> bool {
+        self.client.is_some()
+    }
+
+    pub fn state(&mut self) -> Result<DeviceState, DeviceError> {
+        Ok(self.client()?.state()?)
+    }
+
+    pub fn ledger(&mut self) -> Result<Vec<LedgerEntry>, DeviceError> {
+        Ok(self.client()?.ledger(0)?)
+    }
+
+    pub fn arm(&mut self, fault: &DeviceFault) -> Result<(), DeviceError> {
+        Ok(self.client()?.arm(fault)?)
+    }
+
+    /// Puts a mark in the ledger; its sequence number.
+    pub fn mark(&mut self, label: &str) -> Result<u64, DeviceError> {
+        Ok(self.client()?.mark(label)?)
+    }
+
+    /// Waits (bounded) for an I/O request from `pid` after ledger entry `after`.
+    pub fn wait_io(
+        &mut self,
+        pid: i32,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<Option<LedgerEntry>, DeviceError> {
+        Ok(self.client()?.wait_io(pid, after, timeout)?)
+    }
+
+    /// Stops the daemon (the trial is over).
+    pub fn stop(&self) {
+        if self.proc.is_alive() {
+            self.proc.kill();
+        }
+    }
+}
+
+/// What the daemon is told to do for a device fault point, given the pids.
+pub fn fault_for(point: FaultPoint, source: i32, target: i32) -> Option<DeviceFault> {
+    let kind = match point.fault {
+        Fault::DeviceBusy => DeviceFaultKind::Busy,
+        Fault::DeviceReleaseFail => DeviceFaultKind::ReleaseFail,
+        Fault::DeviceDisconnect => DeviceFaultKind::Disconnect,
+        Fault::DeviceDelay => DeviceFaultKind::Delay,
+        _ => return None,
+    };
+    let (pid, on) = match point.step {
+        Step::ReleaseOwner => (source, Trigger::Release),
+        Step::TargetInit => (target, Trigger::Take),
+        _ => return None,
+    };
+    Some(DeviceFault {
+        kind,
+        pid,
+        on,
+        delay_ms: if kind == DeviceFaultKind::Delay {
+            DEVICE_DELAY.as_millis() as u64
+        } else {
+            0
+        },
+    })
+}
+
+/// Whether the ledger entry is worth a line in the timeline (ownership, rings,
+/// connections, refusals, faults; not every message or I/O request).
+pub fn timeline_label(e: &LedgerEntry) -> Option<String> {
+    let text = match &e.kind {
+        EntryKind::Connect => "device: connected".to_string(),
+        EntryKind::Disconnect => "device: disconnected".to_string(),
+        EntryKind::Owner { change } => format!("device: {}", owner_label(change, true)),
+        EntryKind::Fault { fault, message } => format!("device: fault {fault} at {message}"),
+        EntryKind::Message {
+            name,
+            answer: Answer::Error { why } | Answer::Closed { why },
+            ..
+        } => format!("device: {name} refused: {why}"),
+        EntryKind::ProtocolError { what } => format!("device: protocol error: {what}"),
+        EntryKind::Message { .. } | EntryKind::Io { .. } | EntryKind::Mark { .. } => return None,
+    };
+    Some(text)
+}
+
+/// An ownership change in words; with `numbers`, ring bases too (not for snapshots).
+pub fn owner_label(c: &OwnerChange, numbers: bool) -> String {
+    match c {
+        OwnerChange::Take => "takes the device (SET_OWNER)".into(),
+        OwnerChange::Release { how } => format!("releases the device ({how})"),
+        OwnerChange::Overlap { .. } => "second owner let in (shared)".into(),
+        OwnerChange::RefusedBusy { injected: true, .. } => {
+            "take-over refused as busy (injected)".into()
+        }
+        OwnerChange::RefusedBusy { .. } => "take-over refused as busy".into(),
+        OwnerChange::RingStart { ring, base } if numbers => {
+            format!("ring {ring} starts (base {base})")
+        }
+        OwnerChange::RingStart { ring, .. } => format!("ring {ring} starts"),
+        OwnerChange::RingStop { ring, base, how } if numbers => {
+            format!("ring {ring} stops ({how}, base {base})")
+        }
+        OwnerChange::RingStop { ring, how, .. } => format!("ring {ring} stops ({how})"),
+    }
+}

@@ -1,0 +1,322 @@
+//! The controller's dealings with the trial's vhost device: starting the
+//! daemon, waiting for the source to use it, arming the device fault, the
+//! readings at the cut-over and at the end, and the ledger into the timeline.
+
+use std::time::{Duration, Instant};
+
+use crate::adapter::Role;
+use crate::device::{self, DeviceDaemon, DeviceState, EntryKind, Trigger};
+use crate::record::DeviceObs;
+use crate::timeline::{Actor, What};
+
+use super::{Controller, STARTUP, Signal, TrialError};
+
+/// How long the kit waits for a dead side's device connections to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+impl Controller<'_> {
+    /// Starts the device daemon if the trial has a device; its vhost-user socket.
+    pub(super) fn start_device(&mut self) -> Result<Option<std::path::PathBuf>, TrialError> {
+        let Some(setup) = self.spec.device else {
+            return Ok(None);
+        };
+        let tx = self.tx.clone();
+        let daemon = DeviceDaemon::start(self.dir, &self.timeline, setup, move |_| {
+            let _ = tx.send(Signal::Exit);
+        })?;
+        let socket = daemon.socket().to_path_buf();
+        self.device = Some(daemon);
+        self.record.device = Some(DeviceObs::new(setup.backend, setup.policy));
+        Ok(Some(socket))
+    }
+
+    fn device_obs(&mut self) -> Option<&mut DeviceObs> {
+        self.record.device.as_mut()
+    }
+
+    /// Waits until the source holds the device, and (a guest that does device
+    /// I/O, running) until its I/O gets through.
+    pub(super) fn wait_device_started(&mut self, source_pid: i32) -> Result<(), TrialError> {
+        let Some(d) = self.device.as_mut().filter(|d| d.observable()) else {
+            return Ok(());
+        };
+        let setup_err = |what: String| TrialError::Setup {
+            what,
+            log: self.dir.join("source.log").display().to_string(),
+        };
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            let st = d.state()?;
+            if st
+                .conns
+                .iter()
+                .any(|c| c.open && c.owner && c.pid == Some(source_pid))
+            {
+                break;
+            }
+            if Instant::now() >= deadline || !d.is_alive() {
+                return Err(setup_err(
+                    "the source never took the vhost-user device (SET_OWNER)".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if self.adapter.guest_probe().device_io && d.wait_io(source_pid, 0, STARTUP)?.is_none() {
+            return Err(setup_err("the source's guest never did device I/O".into()));
+        }
+        Ok(())
+    }
+
+    /// Just before the migrate command: the device's state, and the trial's
+    /// device fault armed for the process it is aimed at.
+    pub(super) fn arm_device(&mut self) {
+        let pids = (
+            self.source.as_ref().map(|s| s.proc.pid()),
+            self.target.as_ref().map(|t| t.proc.pid()),
+        );
+        let point = self.spec.point;
+        if let Some(obs) = self.record.device.as_mut() {
+            (obs.source_pid, obs.target_pid) = pids;
+        }
+        let Some(d) = self.device.as_mut().filter(|d| d.observable()) else {
+            return;
+        };
+        let before = d.state();
+        let fault = match (point, pids) {
+            (Some(p), (Some(s), Some(t))) => device::fault_for(p, s, t),
+            _ => None,
+        };
+        let armed = fault.map(|f| d.arm(&f).map(|()| f));
+        match before {
+            Ok(st) => self.device_obs().expect("a device").before = Some(st),
+            Err(e) => self.device_error(e),
+        }
+        match armed {
+            Some(Ok(f)) => self.action(format!(
+                "device: arm {} at the {}'s {}",
+                f.kind.name(),
+                if Some(f.pid) == pids.0 {
+                    "source"
+                } else {
+                    "target"
+                },
+                match f.on {
+                    Trigger::Take => "take-over (SET_OWNER)",
+                    Trigger::Release => "release (its first ring stop or RESET_OWNER)",
+                }
+            )),
+            Some(Err(e)) => self.device_error(e),
+            None => {}
+        }
+    }
+
+    fn device_error(&mut self, e: impl std::fmt::Display) {
+        let msg = e.to_string();
+        self.timeline.record(
+            Actor::Device,
+            What::Sample(format!("cannot read the device: {msg}")),
+        );
+        if let Some(obs) = self.device_obs()
+            && obs.error.is_none()
+        {
+            obs.error = Some(msg);
+        }
+    }
+
+    /// At the cut-over hold: a mark in the ledger, and the device's state.
+    pub(super) fn observe_device_cutover(&mut self) {
+        let Some(d) = self.device.as_mut().filter(|d| d.observable()) else {
+            return;
+        };
+        let read = d.mark("cut-over").and_then(|m| Ok((m, d.state()?)));
+        match read {
+            Ok(r) => self.device_obs().expect("a device").at_cutover = Some(r),
+            Err(e) => self.device_error(e),
+        }
+    }
+
+    /// At the end of the kit's look during the cut-over hold: a second mark.
+    pub(super) fn observe_device_cutover_end(&mut self) {
+        let Some(d) = self.device.as_mut().filter(|d| d.observable()) else {
+            return;
+        };
+        match d.mark("cut-over watched") {
+            Ok(m) => self.device_obs().expect("a device").cutover_watched = Some(m),
+            Err(e) => self.device_error(e),
+        }
+    }
+
+    /// After a cancel, while the kit still holds the channels: a source
+    /// that owned its device takes it back, which it can at once when no one
+    /// else holds it (the target has not got it yet). The kit waits for that
+    /// (bounded by `deadline`) before it lets the held message go, so that a
+    /// late target meets a device its source already took back, every time,
+    /// instead of racing it. Where another side holds the device, the source
+    /// can only take it back once that side lets go: no wait.
+    pub(super) fn wait_device_taken_back(&mut self, deadline: Instant) {
+        let Some(obs) = self.record.device.clone() else {
+            return;
+        };
+        let owned_before =
+            obs.before.as_ref().and_then(|b| obs.owns(b, Role::Source)) == Some(true);
+        if !owned_before || !self.alive(Role::Source) {
+            return;
+        }
+        let Some(d) = self.device.as_mut().filter(|d| d.observable()) else {
+            return;
+        };
+        let others_hold = |st: &DeviceState| {
+            st.conns.iter().any(|c| {
+                c.open
+                    && c.pid != obs.source_pid
+                    && match obs.policy {
+                        device::Policy::Exclusive => c.owner,
+                        device::Policy::Shared => c.rings.iter().any(|r| r.running),
+                    }
+            })
+        };
+        let back = |st: &DeviceState| {
+            obs.owns(st, Role::Source) == Some(true)
+                && (!obs.started_before() || obs.runs_rings(st, Role::Source))
+        };
+        while let Ok(st) = d.state() {
+            if back(&st) || others_hold(&st) || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// At the final readings: the device's state once every dead side's
+    /// connection has closed, whether the side that should run the guest gets
+    /// its I/O through, and the ledger.
+    pub(super) fn observe_device_end(&mut self, states: (Option<String>, Option<String>)) {
+        if !self.device.as_ref().is_some_and(|d| d.observable()) {
+            return;
+        }
+        let completed = self.source_status.as_deref() == Some("completed");
+        let (runner, runstate) = if completed {
+            (Role::Target, states.1)
+        } else {
+            (Role::Source, states.0)
+        };
+        let runner_pid = self
+            .side(runner)
+            .filter(|s| s.proc.is_alive())
+            .map(|s| s.proc.pid());
+        let dead: Vec<i32> = [Role::Source, Role::Target]
+            .into_iter()
+            .filter_map(|r| self.side(r))
+            .filter(|s| !s.proc.is_alive())
+            .map(|s| s.proc.pid())
+            .collect();
+        let look_for_io = self.adapter.guest_probe().device_io
+            && runstate.as_deref() == Some("running")
+            && self.record.prior == "running";
+        let settle = self.spec.settle;
+        // A source whose transfer failed may take its device back in the
+        // background (the target lets go only once it sees the channels
+        // closed): it gets the settle bound to own it again.
+        let take_back = self
+            .record
+            .device
+            .clone()
+            .filter(|o| {
+                !completed && o.before.as_ref().and_then(|b| o.owns(b, Role::Source)) == Some(true)
+            })
+            .filter(|_| self.alive(Role::Source));
+        let d = self.device.as_mut().expect("checked");
+        let read = (|| {
+            let mut st = wait_closed(d, &dead)?;
+            if let Some(obs) = &take_back {
+                st = wait_owner(d, obs, st, settle)?;
+            }
+            let io = match runner_pid.filter(|_| look_for_io) {
+                Some(pid) => Some((runner, d.wait_io(pid, st.last_seq, settle)?.is_some())),
+                None => None,
+            };
+            let ledger = d.ledger()?;
+            Ok::<_, device::DeviceError>((st, io, ledger))
+        })();
+        match read {
+            Ok((st, io, ledger)) => {
+                let fired = ledger
+                    .iter()
+                    .any(|e| matches!(e.kind, EntryKind::Fault { .. }));
+                let obs = self.device_obs().expect("a device");
+                obs.end = Some(st);
+                obs.io_at_end = io;
+                obs.ledger = ledger;
+                if fired {
+                    self.inject();
+                }
+            }
+            Err(e) => self.device_error(e),
+        }
+    }
+
+    /// Puts the ledger's ownership story into the timeline, each line at its
+    /// time and in the column of the side it concerns; then stops the daemon.
+    pub(super) fn finish_device(&mut self) {
+        let Some(d) = self.device.take() else {
+            return;
+        };
+        d.stop();
+        let Some(obs) = self.record.device.as_ref() else {
+            return;
+        };
+        let lines = obs
+            .ledger
+            .iter()
+            .filter_map(|e| {
+                let label = device::timeline_label(e)?;
+                let actor = match obs.role_of(e.pid) {
+                    Some(role) => role.into(),
+                    None => Actor::Device,
+                };
+                Some((
+                    self.timeline.at_monotonic(e.t_ns),
+                    actor,
+                    What::Device(label),
+                ))
+            })
+            .collect();
+        self.timeline.insert_at(lines);
+    }
+}
+
+/// The device's state once the source owns it again, its rings running if
+/// they ran before (bounded by `bound`).
+fn wait_owner(
+    d: &mut DeviceDaemon,
+    obs: &DeviceObs,
+    mut st: DeviceState,
+    bound: Duration,
+) -> Result<DeviceState, device::DeviceError> {
+    let deadline = Instant::now() + bound;
+    let back = |st: &DeviceState| {
+        obs.owns(st, Role::Source) == Some(true)
+            && (!obs.started_before() || obs.runs_rings(st, Role::Source))
+    };
+    while !back(&st) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+        st = d.state()?;
+    }
+    Ok(st)
+}
+
+/// The device's state once no connection of the `dead` pids is open (bounded).
+fn wait_closed(d: &mut DeviceDaemon, dead: &[i32]) -> Result<DeviceState, device::DeviceError> {
+    let deadline = Instant::now() + CLOSE_WAIT;
+    loop {
+        let st = d.state()?;
+        let open = st
+            .conns
+            .iter()
+            .any(|c| c.open && c.pid.is_some_and(|p| dead.contains(&p)));
+        if !open || Instant::now() >= deadline {
+            return Ok(st);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
