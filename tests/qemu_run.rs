@@ -26,7 +26,9 @@ fn every_known_violation_of_qemu_is_seen_and_nothing_else_breaks() {
     }
     let (code, out) = run(&["run", "--vmm", "qemu"], None);
     assert_eq!(code, Some(0), "{out}");
-    for rule in ["ORD-1", "DONE-1", "DONE-2", "ERR-1", "FAIL-3", "FAIL-4"] {
+    for rule in [
+        "ORD-1", "ORD-2", "OWN-1", "DONE-1", "DONE-2", "ERR-1", "ERR-2", "FAIL-3", "FAIL-4",
+    ] {
         assert!(
             out.contains(&format!("known {rule} qemu::")),
             "{rule} not seen:\n{out}"
@@ -54,6 +56,9 @@ fn without_its_list_each_violated_rule_is_named() {
             "qemu::memory-running/bad-request:no-main-channel@source-stop",
         ),
         ("FAIL-4", "qemu::memory-running/cancel@cpr-save"),
+        ("ORD-2", "qemu::vhost-user-running/no-fault"),
+        ("OWN-1", "qemu::vhost-user-running/no-fault"),
+        ("ERR-2", "qemu::vhost-user-running-qsd/no-fault"),
         (
             "FAIL-3",
             "qemu::memory-running-return-path/hang-target@main-stream",

@@ -164,6 +164,15 @@ pub trait Adapter: Send + Sync {
     fn snapshot_dir(&self) -> String {
         self.name().replace(':', "-")
     }
+    /// Whether a snapshot of this adapter's trials keeps the ordered steps.
+    /// Yes by default; no for a VMM whose own threads report events at
+    /// moments the kit cannot order against its holds (QEMU's incoming
+    /// `MIGRATION active`, a source's `completed` without return-path): its
+    /// snapshots keep the runstates, the device and the verdicts, which are
+    /// stable, and `explain` still draws every event.
+    fn snapshot_steps(&self) -> bool {
+        true
+    }
     /// The command that starts a source or a target VMM.
     fn command(&self, spec: &LaunchSpec) -> Result<Command, AdapterError>;
     /// Where the guest keeps its counter.

@@ -19,6 +19,8 @@ pub struct Outcome {
     pub migration: String,
     pub source: SideOutcome,
     pub target: SideOutcome,
+    /// Empty (and left out) for an adapter whose steps are not snapshotted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<String>,
     /// The vhost device's story, in profiles with one.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -231,6 +231,7 @@ impl Controller<'_> {
             if let Some(obs) = &take_back {
                 st = wait_owner(d, obs, st, settle)?;
             }
+            let st = wait_still(d, st, settle)?;
             let io = match runner_pid.filter(|_| look_for_io) {
                 Some(pid) => Some((runner, d.wait_io(pid, st.last_seq, settle)?.is_some())),
                 None => None,
@@ -301,6 +302,42 @@ fn wait_owner(
     while !back(&st) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
         st = d.state()?;
+    }
+    Ok(st)
+}
+
+/// How long the device's connections and owners must stay as they are for
+/// the kit to take them as settled.
+const STILL: Duration = Duration::from_millis(50);
+
+/// The device's state once its connections, owners and rings have not
+/// changed for [`STILL`] (bounded by `bound`): a VMM's close of a connection
+/// reaches the daemon a moment after the VMM went on.
+fn wait_still(
+    d: &mut DeviceDaemon,
+    mut st: DeviceState,
+    bound: Duration,
+) -> Result<DeviceState, device::DeviceError> {
+    let shape = |st: &DeviceState| {
+        st.conns
+            .iter()
+            .map(|c| {
+                let rings: Vec<bool> = c.rings.iter().map(|r| r.running).collect();
+                (c.conn, c.open, c.owner, rings)
+            })
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + bound;
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        let next = d.state()?;
+        if shape(&next) != shape(&st) {
+            since = Instant::now();
+        } else if since.elapsed() >= STILL {
+            return Ok(next);
+        }
+        st = next;
     }
     Ok(st)
 }
