@@ -37,13 +37,27 @@ pub fn run(vmm: &str, jobs: usize, samples: usize) -> Result<ExitCode> {
     let one = no_fault
         .first()
         .ok_or_else(|| anyhow!("no memory-running case"))?;
-    let (mut kit, mut whole, mut handover) = (Vec::new(), Vec::new(), Vec::new());
+    // The same handover with the kit's vhost-user device, where a case has it.
+    let with_device = plan(
+        &refvmm,
+        &cases,
+        Some(&format!("{vmm}::vhost-user-running/no-fault")),
+    );
+    let (mut kit, mut kit_device, mut whole, mut handover) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..samples {
         let r = run_one(one, root.path(), &opts);
         if let Verdicts::Error(e) = &r.verdicts {
             return Err(anyhow!("kit trial: {e}"));
         }
         kit.push(r.elapsed);
+        if let Some(p) = with_device.first() {
+            let r = run_one(p, root.path(), &opts);
+            if let Verdicts::Error(e) = &r.verdicts {
+                return Err(anyhow!("kit trial with a device: {e}"));
+            }
+            kit_device.push(r.elapsed);
+        }
         let b = bare::handover(refvmm[0].as_ref(), root.path())?;
         whole.push(b.whole);
         handover.push(b.handover);
@@ -80,6 +94,13 @@ pub fn run(vmm: &str, jobs: usize, samples: usize) -> Result<ExitCode> {
         "kit trial, memory-running/no-fault",
         ms(kit)
     );
+    if !kit_device.is_empty() {
+        println!(
+            "  {:<44} {:>10}",
+            "kit trial, vhost-user-running/no-fault",
+            ms(median(kit_device))
+        );
+    }
     println!(
         "  {:<44} {:>10}",
         "bare handover, start to target running",
