@@ -23,6 +23,25 @@ use nix::unistd::Pid;
 use crate::leaks;
 use crate::timeline::{Actor, Timeline, What};
 
+/// Has the child killed if the kit's thread that spawned it goes away
+/// without cleaning up (a Ctrl-C reaches the kit's process group only, since
+/// each VMM has its own; a killed test runner): PR_SET_PDEATHSIG, then a
+/// check that the parent is still there (it may have died before the prctl).
+fn die_with_spawner(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec the child only makes async-signal-safe
+    // system calls (prctl, getppid, kill on itself).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            if nix::unistd::getppid() != parent {
+                nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGKILL)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitInfo {
@@ -69,6 +88,7 @@ impl VmmProcess {
             .stdout(out)
             .stderr(err)
             .process_group(0);
+        die_with_spawner(&mut cmd);
         let actor = actor.into();
         let child = cmd.spawn()?;
         let pid = Pid::from_raw(child.id() as i32);
@@ -204,6 +224,27 @@ mod tests {
 
     fn tmp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn a_child_dies_with_the_thread_that_spawned_it() {
+        let dir = tmp();
+        let log = dir.path().join("log");
+        let t = Timeline::new();
+        let t2 = t.clone();
+        // The spawning thread ends at once, as a killed kit's would, without
+        // killing the child: the child must not outlive it.
+        let p = std::thread::spawn(move || {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("30");
+            VmmProcess::spawn(Role::Source, cmd, &log, &t2, |_| {}).unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            p.wait_exit(Duration::from_secs(5)),
+            Some(ExitInfo::Signal(libc::SIGKILL))
+        );
     }
 
     #[test]
