@@ -213,6 +213,9 @@ impl Connection {
             }
         );
         self.record(name, detail, answer, delayed_ms);
+        if !keep {
+            self.closed();
+        }
         refused(why)
     }
 
@@ -233,7 +236,9 @@ impl Connection {
             },
             0,
         );
-        self.shutdown();
+        // Closed here and now: its rings stop and the device is released in
+        // the ledger before anything the frontend does next.
+        self.closed();
         refused(why)
     }
 
