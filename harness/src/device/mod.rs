@@ -1,7 +1,8 @@
-//! The kit's vhost device in a trial: starting the device daemon (crate
-//! `cprkit-device`) in the trial directory, arming the trial's device fault
-//! for the right process, and reading the daemon's state and ledger at the
-//! hold points and at the end.
+//! The kit's vhost device in a trial: starting the device backend (the
+//! kit's daemon, crate `cprkit-device`, or qemu-storage-daemon) in the trial
+//! directory, and reading the daemon's state and ledger; `faults` turns a
+//! trial's device fault point into what the daemon is armed with, `words`
+//! its ledger into lines for the timeline and snapshots.
 //!
 //! The daemon stamps its ledger with CLOCK_MONOTONIC, the clock of
 //! [`std::time::Instant`] on Linux, so its entries fall into the trial's
@@ -16,11 +17,16 @@ pub use cprkit_device::ledger::{Answer, EntryKind, LedgerEntry, OwnerChange};
 pub use cprkit_device::state::{ConnState, DeviceState, Policy};
 
 use crate::launcher::Helper;
-use crate::plan::{DEVICE_DELAY, Fault, FaultPoint, Step};
 use crate::process::{ExitInfo, VmmProcess};
 use crate::timeline::{Actor, Timeline};
 use crate::trialdir::TrialDir;
 use crate::unixnet;
+
+mod faults;
+mod words;
+
+pub use faults::fault_for;
+pub use words::{owner_label, timeline_label};
 
 /// The first argument with which a hosting program runs the device daemon.
 pub const HOSTED_DEVICE_ARG: &str = "__device";
@@ -239,71 +245,5 @@ impl DeviceDaemon {
         if self.proc.is_alive() {
             self.proc.kill();
         }
-    }
-}
-
-/// What the daemon is told to do for a device fault point, given the pids.
-pub fn fault_for(point: FaultPoint, source: i32, target: i32) -> Option<DeviceFault> {
-    let kind = match point.fault {
-        Fault::DeviceBusy => DeviceFaultKind::Busy,
-        Fault::DeviceReleaseFail => DeviceFaultKind::ReleaseFail,
-        Fault::DeviceDisconnect => DeviceFaultKind::Disconnect,
-        Fault::DeviceDelay => DeviceFaultKind::Delay,
-        _ => return None,
-    };
-    let (pid, on) = match point.step {
-        Step::ReleaseOwner => (source, Trigger::Release),
-        Step::TargetInit => (target, Trigger::Take),
-        _ => return None,
-    };
-    Some(DeviceFault {
-        kind,
-        pid,
-        on,
-        delay_ms: if kind == DeviceFaultKind::Delay {
-            DEVICE_DELAY.as_millis() as u64
-        } else {
-            0
-        },
-    })
-}
-
-/// Whether the ledger entry is worth a line in the timeline (ownership, rings,
-/// connections, refusals, faults; not every message or I/O request).
-pub fn timeline_label(e: &LedgerEntry) -> Option<String> {
-    let text = match &e.kind {
-        EntryKind::Connect => "device: connected".to_string(),
-        EntryKind::Disconnect => "device: disconnected".to_string(),
-        EntryKind::Owner { change } => format!("device: {}", owner_label(change, true)),
-        EntryKind::Fault { fault, message } => format!("device: fault {fault} at {message}"),
-        EntryKind::Message {
-            name,
-            answer: Answer::Error { why } | Answer::Closed { why },
-            ..
-        } => format!("device: {name} refused: {why}"),
-        EntryKind::ProtocolError { what } => format!("device: protocol error: {what}"),
-        EntryKind::Message { .. } | EntryKind::Io { .. } | EntryKind::Mark { .. } => return None,
-    };
-    Some(text)
-}
-
-/// An ownership change in words; with `numbers`, ring bases too (not for snapshots).
-pub fn owner_label(c: &OwnerChange, numbers: bool) -> String {
-    match c {
-        OwnerChange::Take => "takes the device (SET_OWNER)".into(),
-        OwnerChange::Release { how } => format!("releases the device ({how})"),
-        OwnerChange::Overlap { .. } => "second owner let in (shared)".into(),
-        OwnerChange::RefusedBusy { injected: true, .. } => {
-            "take-over refused as busy (injected)".into()
-        }
-        OwnerChange::RefusedBusy { .. } => "take-over refused as busy".into(),
-        OwnerChange::RingStart { ring, base } if numbers => {
-            format!("ring {ring} starts (base {base})")
-        }
-        OwnerChange::RingStart { ring, .. } => format!("ring {ring} starts"),
-        OwnerChange::RingStop { ring, base, how } if numbers => {
-            format!("ring {ring} stops ({how}, base {base})")
-        }
-        OwnerChange::RingStop { ring, how, .. } => format!("ring {ring} stops ({how})"),
     }
 }
