@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cprkit_device::{Daemon, DeviceClient, EntryKind, LedgerEntry, OwnerChange, Policy};
 use nix::sys::signal::Signal;
 use serde_json::json;
-use support::{Vmm, migrate_args, wait_listening};
+use support::{Qmp, Vmm, migrate_args, wait_listening};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -127,6 +127,36 @@ fn blk_args(dev: &Device) -> Vec<&str> {
     vec!["--vhost-user-blk", dev.sock()]
 }
 
+/// A source (with `mutant`, if any) and a target on the device, the target
+/// listening on `cpr` and `main`, the source ready for cpr-transfer and its
+/// guest's I/O under way: (source, its QMP, target).
+fn handover_pair(
+    dir: &Path,
+    dev: &mut Device,
+    mutant: Option<&str>,
+    cpr: &Path,
+    main: &Path,
+) -> (Vmm, Qmp, Vmm) {
+    let mut sargs = blk_args(dev);
+    if let Some(m) = mutant {
+        sargs.extend(["--mutant", m]);
+    }
+    let src = Vmm::spawn(dir, "source", &sargs);
+    let mut targs = vec![
+        "--incoming-cpr",
+        cpr.to_str().unwrap(),
+        "--incoming-main",
+        main.to_str().unwrap(),
+    ];
+    targs.extend(blk_args(dev));
+    let tgt = Vmm::spawn(dir, "target", &targs);
+    wait_listening(cpr, T);
+    let mut sq = src.qmp();
+    sq.prepare_cpr();
+    dev.wait_io(src.pid(), 0, T).expect("source I/O");
+    (src, sq, tgt)
+}
+
 #[test]
 fn source_io_runs_while_the_vm_runs_and_ceases_on_stop() {
     let dir = tempfile::tempdir().unwrap();
@@ -152,17 +182,19 @@ fn source_io_runs_while_the_vm_runs_and_ceases_on_stop() {
     let again = dev.wait_io(src.pid(), stopped, T).expect("I/O after cont");
     assert!(matches!(again.kind, EntryKind::Io { status: 0, .. }));
     // Reads of sector 0 (boot signature) and writes both come through.
-    let seq = again.seq;
+    // Each next request waited for on the daemon, no polling.
     let mut ops = std::collections::BTreeSet::new();
-    let deadline = Instant::now() + T;
-    while ops.len() < 2 && Instant::now() < deadline {
-        for e in dev.ledger() {
-            if let (Some(p), EntryKind::Io { op, .. }) = (e.pid, &e.kind)
-                && p == src.pid()
-                && e.seq >= seq
-            {
-                ops.insert(op.clone());
-            }
+    let mut last = again.seq;
+    for _ in 0..64 {
+        let Some(e) = dev.wait_io(src.pid(), last, T) else {
+            break;
+        };
+        if let EntryKind::Io { op, .. } = &e.kind {
+            ops.insert(op.clone());
+        }
+        last = e.seq;
+        if ops.len() == 2 {
+            break;
         }
     }
     assert_eq!(ops.len(), 2, "{ops:?}");
@@ -174,19 +206,7 @@ fn handover_releases_before_the_target_takes_and_io_carries_on() {
     let mut dev = Device::serve(dir.path());
     let main = dir.path().join("main.sock");
     let cpr = dir.path().join("cpr.sock");
-    let src = Vmm::spawn(dir.path(), "source", &blk_args(&dev));
-    let mut targs = vec![
-        "--incoming-cpr",
-        cpr.to_str().unwrap(),
-        "--incoming-main",
-        main.to_str().unwrap(),
-    ];
-    targs.extend(blk_args(&dev));
-    let tgt = Vmm::spawn(dir.path(), "target", &targs);
-    wait_listening(&cpr, T);
-    let mut sq = src.qmp();
-    sq.prepare_cpr();
-    dev.wait_io(src.pid(), 0, T).expect("source I/O");
+    let (src, mut sq, tgt) = handover_pair(dir.path(), &mut dev, None, &cpr, &main);
 
     assert_eq!(
         sq.execute("migrate", migrate_args(&main, &cpr)),
@@ -234,19 +254,7 @@ fn failed_handover_gives_the_device_back_to_the_source() {
     // kills the target (that has taken the device by then), then drops it.
     let fake_main = dir.path().join("fake-main.sock");
     let listener = UnixListener::bind(&fake_main).unwrap();
-    let src = Vmm::spawn(dir.path(), "source", &blk_args(&dev));
-    let mut targs = vec![
-        "--incoming-cpr",
-        cpr.to_str().unwrap(),
-        "--incoming-main",
-        tmain.to_str().unwrap(),
-    ];
-    targs.extend(blk_args(&dev));
-    let mut tgt = Vmm::spawn(dir.path(), "target", &targs);
-    wait_listening(&cpr, T);
-    let mut sq = src.qmp();
-    sq.prepare_cpr();
-    dev.wait_io(src.pid(), 0, T).expect("source I/O");
+    let (src, mut sq, mut tgt) = handover_pair(dir.path(), &mut dev, None, &cpr, &tmain);
 
     assert_eq!(
         sq.execute("migrate", migrate_args(&fake_main, &cpr)),
@@ -287,21 +295,13 @@ fn never_release_owner_makes_the_target_refused_as_busy() {
     let mut dev = Device::serve(dir.path());
     let main = dir.path().join("main.sock");
     let cpr = dir.path().join("cpr.sock");
-    let mut sargs = blk_args(&dev);
-    sargs.extend(["--mutant", "never-release-owner"]);
-    let src = Vmm::spawn(dir.path(), "source", &sargs);
-    let mut targs = vec![
-        "--incoming-cpr",
-        cpr.to_str().unwrap(),
-        "--incoming-main",
-        main.to_str().unwrap(),
-    ];
-    targs.extend(blk_args(&dev));
-    let mut tgt = Vmm::spawn(dir.path(), "target", &targs);
-    wait_listening(&cpr, T);
-    let mut sq = src.qmp();
-    sq.prepare_cpr();
-    dev.wait_io(src.pid(), 0, T).expect("source I/O");
+    let (src, mut sq, mut tgt) = handover_pair(
+        dir.path(),
+        &mut dev,
+        Some("never-release-owner"),
+        &cpr,
+        &main,
+    );
 
     assert_eq!(
         sq.execute("migrate", migrate_args(&main, &cpr)),
@@ -331,21 +331,8 @@ fn io_after_cutover_releases_only_after_the_target_was_refused() {
     let mut dev = Device::serve(dir.path());
     let main = dir.path().join("main.sock");
     let cpr = dir.path().join("cpr.sock");
-    let mut sargs = blk_args(&dev);
-    sargs.extend(["--mutant", "io-after-cutover"]);
-    let src = Vmm::spawn(dir.path(), "source", &sargs);
-    let mut targs = vec![
-        "--incoming-cpr",
-        cpr.to_str().unwrap(),
-        "--incoming-main",
-        main.to_str().unwrap(),
-    ];
-    targs.extend(blk_args(&dev));
-    let mut tgt = Vmm::spawn(dir.path(), "target", &targs);
-    wait_listening(&cpr, T);
-    let mut sq = src.qmp();
-    sq.prepare_cpr();
-    dev.wait_io(src.pid(), 0, T).expect("source I/O");
+    let (src, mut sq, mut tgt) =
+        handover_pair(dir.path(), &mut dev, Some("io-after-cutover"), &cpr, &main);
 
     assert_eq!(
         sq.execute("migrate", migrate_args(&main, &cpr)),
