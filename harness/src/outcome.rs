@@ -136,6 +136,20 @@ fn side_end(p: &ProcEnd) -> String {
     }
 }
 
+/// The source's final migration status. After the kit's cancel, `failed` and
+/// `cancelled` are one end: the contract does not tell them apart, and a VMM
+/// may reach either (QEMU shuts its return path down before it marks the
+/// migration cancelling, so its migration thread can fail first).
+fn migration_end(r: &TrialRecord) -> String {
+    match r.status() {
+        Some("failed" | "cancelled") if r.cancel.is_some() => {
+            "not completed (the kit cancelled)".into()
+        }
+        Some(s) => s.to_string(),
+        None => "none".into(),
+    }
+}
+
 impl Outcome {
     pub fn new(r: &TrialRecord, verdicts: &[Verdict]) -> Self {
         let fault = match r.point {
@@ -158,7 +172,7 @@ impl Outcome {
             trial: r.name.clone(),
             fault,
             migrate,
-            migration: r.status().unwrap_or("none").to_string(),
+            migration: migration_end(r),
             source: SideOutcome {
                 prior: Some(r.prior.clone()),
                 end: side_end(&r.source),
@@ -187,5 +201,54 @@ impl Outcome {
             .filter(|r| r.verdict == Status::Fail)
             .map(|r| r.rule.as_str())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use rstest::rstest;
+
+    use super::migration_end;
+    use crate::adapter::MigrationInfo;
+    use crate::plan::{GuestState, Step};
+    use crate::record::{CancelObs, TrialRecord};
+
+    fn ended(status: &str, kit_cancelled: bool) -> TrialRecord {
+        let mut r = TrialRecord::new(
+            "memory-running/cancel@main-stream".into(),
+            "testvmm".into(),
+            GuestState::Running,
+            None,
+            Duration::from_secs(1),
+            PathBuf::from("/nonexistent"),
+            false,
+        );
+        r.source.migration = Some(MigrationInfo {
+            status: status.into(),
+            error: None,
+        });
+        r.cancel = kit_cancelled.then(|| CancelObs {
+            step: Step::MainStream,
+            refused: None,
+            ended: Some(status.into()),
+        });
+        r
+    }
+
+    #[rstest]
+    #[case::cancelled_after_cancel("cancelled", true, "not completed (the kit cancelled)")]
+    #[case::failed_after_cancel("failed", true, "not completed (the kit cancelled)")]
+    #[case::completed_despite_cancel("completed", true, "completed")]
+    #[case::failed_without_cancel("failed", false, "failed")]
+    #[case::cancelled_by_someone_else("cancelled", false, "cancelled")]
+    fn the_migration_end_after_a_cancel_is_one_end(
+        #[case] status: &str,
+        #[case] kit_cancelled: bool,
+        #[case] shown: &str,
+    ) {
+        assert_eq!(migration_end(&ended(status, kit_cancelled)), shown);
     }
 }
