@@ -31,6 +31,7 @@ pub const MUTANT_EXPECTATIONS: &[(&str, &[&str])] = &[
     ("never-release-owner", &["ORD-2", "OWN-1"]),
     ("no-reacquire-after-failure", &["OWN-2"]),
     ("io-after-cutover", &["ORD-1"]),
+    ("ring-before-go", &["OWN-1"]),
 ];
 
 /// refvmm, correct or with one mutant.

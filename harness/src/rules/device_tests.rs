@@ -292,6 +292,40 @@ fn own1_fails_on_a_target_ring_started_while_a_source_ring_runs() {
 }
 
 #[test]
+fn own1_fails_on_a_source_taking_back_while_a_target_ring_runs() {
+    // Shared policy, a cancelled transfer: the target started its ring
+    // before the source committed, and the source took the device back.
+    let d = Dev::new(Policy::Shared)
+        .owner(SRC, OwnerChange::Take)
+        .owner(SRC, start())
+        .owner(SRC, stop("GET_VRING_BASE"))
+        .owner(SRC, release())
+        .owner(TGT, OwnerChange::Take)
+        .owner(TGT, start())
+        .owner(SRC, OwnerChange::Take)
+        .owner(SRC, start());
+    let (st, why) = d.verdict("OWN-1");
+    assert_eq!(st, Fail);
+    assert!(why.contains("the source started ring 0 again"), "{why}");
+    assert!(why.contains("two owners"), "{why}");
+}
+
+#[test]
+fn own1_passes_a_source_taking_back_once_the_target_ring_stopped() {
+    let d = Dev::new(Policy::Shared)
+        .owner(SRC, OwnerChange::Take)
+        .owner(SRC, start())
+        .owner(SRC, stop("GET_VRING_BASE"))
+        .owner(SRC, release())
+        .owner(TGT, OwnerChange::Take)
+        .owner(TGT, start())
+        .owner(TGT, stop("disconnect"))
+        .owner(SRC, OwnerChange::Take)
+        .owner(SRC, start());
+    assert_eq!(d.verdict("OWN-1").0, Pass);
+}
+
+#[test]
 fn own2_wants_the_device_back_and_its_io_flowing() {
     let back = correct(Policy::Exclusive)
         .failed()

@@ -113,23 +113,37 @@ fn busy_while_source_held(d: &DeviceObs) -> bool {
     false
 }
 
-/// The first time the target started a ring while a ring of the source still
-/// ran, in words.
+/// The first time one side started a ring while a ring of the other side
+/// still ran, in words: the target taking over before the source stopped,
+/// or the source taking back (after a failed or cancelled transfer) while
+/// the target's ring still ran.
 fn two_running(d: &DeviceObs) -> Option<String> {
-    let mut source_running = 0usize;
+    // Rings running, per side: [source, target].
+    let mut running = [0usize; 2];
+    let side = |role: Role| usize::from(role == Role::Target);
     for e in &d.ledger {
         let EntryKind::Owner { change } = &e.kind else {
             continue;
         };
-        match (d.role_of(e.pid), change) {
-            (Some(Role::Source), OwnerChange::RingStart { .. }) => source_running += 1,
-            (Some(Role::Source), OwnerChange::RingStop { .. }) => {
-                source_running = source_running.saturating_sub(1);
+        let Some(role) = d.role_of(e.pid) else {
+            continue;
+        };
+        match change {
+            OwnerChange::RingStart { ring, .. } => {
+                if running[1 - side(role)] > 0 {
+                    return Some(match role {
+                        Role::Target => format!(
+                            "the target started ring {ring} while a ring of the source still ran: two owners at once"
+                        ),
+                        Role::Source => format!(
+                            "the source started ring {ring} again while a ring of the target still ran: two owners at once"
+                        ),
+                    });
+                }
+                running[side(role)] += 1;
             }
-            (Some(Role::Target), OwnerChange::RingStart { ring, .. }) if source_running > 0 => {
-                return Some(format!(
-                    "the target started ring {ring} while a ring of the source still ran: two owners at once"
-                ));
+            OwnerChange::RingStop { .. } => {
+                running[side(role)] = running[side(role)].saturating_sub(1);
             }
             _ => {}
         }

@@ -148,11 +148,15 @@ impl Controller<'_> {
 
     /// After a cancel, while the kit still holds the channels: a source
     /// that owned its device takes it back, which it can at once when no one
-    /// else holds it (the target has not got it yet). The kit waits for that
-    /// (bounded by `deadline`) before it lets the held message go, so that a
-    /// late target meets a device its source already took back, every time,
-    /// instead of racing it. Where another side holds the device, the source
-    /// can only take it back once that side lets go: no wait.
+    /// else owns it (`exclusive`: the target has not got it yet), or at any
+    /// time (`shared`: a second frontend is always let in). The kit waits for
+    /// that (bounded by `deadline`) before it lets the held message go, so
+    /// that a late target meets a device its source already took back, and
+    /// a target that already runs a ring is still running it when the source
+    /// takes the device back (two owners, OWN-1), every time, instead of
+    /// racing the target's exit. Where another side owns an `exclusive`
+    /// device, the source can only take it back once that side lets go: no
+    /// wait.
     pub(super) fn wait_device_taken_back(&mut self, deadline: Instant) {
         let Some(obs) = self.record.device.clone() else {
             return;
@@ -166,14 +170,11 @@ impl Controller<'_> {
             return;
         };
         let others_hold = |st: &DeviceState| {
-            st.conns.iter().any(|c| {
-                c.open
-                    && c.pid != obs.source_pid
-                    && match obs.policy {
-                        device::Policy::Exclusive => c.owner,
-                        device::Policy::Shared => c.rings.iter().any(|r| r.running),
-                    }
-            })
+            obs.policy == device::Policy::Exclusive
+                && st
+                    .conns
+                    .iter()
+                    .any(|c| c.open && c.pid != obs.source_pid && c.owner)
         };
         let back = |st: &DeviceState| {
             obs.owns(st, Role::Source) == Some(true)

@@ -35,6 +35,9 @@ pub enum Mutant {
     /// I/O goes on through cpr-save and is stopped (and the device released)
     /// only once the target closed the cpr channel.
     IoAfterCutover,
+    /// Target (vhost-user-blk): starts its ring as soon as it loaded the
+    /// device state, before the source's `go`.
+    RingBeforeGo,
 }
 
 /// Every mutant: `(name, one-line description)`, in the order `--list-mutants`
@@ -84,9 +87,13 @@ pub const MUTANTS: &[(&str, &str)] = &[
         "io-after-cutover",
         "source-stop stops the vCPU only: device I/O goes on through cpr-save; I/O stop and device release come after the target closed the cpr channel",
     ),
+    (
+        "ring-before-go",
+        "target starts its vhost-user-blk ring as soon as it loaded the device state, before the source's go",
+    ),
 ];
 
-const ALL: [Mutant; 11] = [
+const ALL: [Mutant; 12] = [
     Mutant::LegacyStopOrder,
     Mutant::NoResumeOnFailure,
     Mutant::DoubleResume,
@@ -98,6 +105,7 @@ const ALL: [Mutant; 11] = [
     Mutant::NeverReleaseOwner,
     Mutant::NoReacquireAfterFailure,
     Mutant::IoAfterCutover,
+    Mutant::RingBeforeGo,
 ];
 
 impl Mutant {
@@ -115,6 +123,7 @@ impl Mutant {
             Self::NeverReleaseOwner => "never-release-owner",
             Self::NoReacquireAfterFailure => "no-reacquire-after-failure",
             Self::IoAfterCutover => "io-after-cutover",
+            Self::RingBeforeGo => "ring-before-go",
         }
     }
 

@@ -48,6 +48,13 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
     let mut reader = BufReader::new(&main);
     let state = load_state(cfg, &vm, &mut reader);
 
+    let ring_early = vm.has(Mutant::RingBeforeGo);
+    if ring_early {
+        // The bug: the device's ring starts with the loaded state, while the
+        // source may still cancel and take the device back.
+        crate::log!("main-stream: starting the device ring before go (mutant ring-before-go)");
+        start_blk(&vm, &state);
+    }
     let early = vm.has(Mutant::SplitBrainAfterCancel);
     if early {
         // The bug: runs as soon as the state is loaded, before telling the
@@ -72,7 +79,9 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
         Err(e) => die(format!("the source did not commit: {e}")),
     }
     if !early {
-        start_blk(&vm, &state);
+        if !ring_early {
+            start_blk(&vm, &state);
+        }
         target_resume(&vm, &mut vm.lock(), state.running);
     }
     drop(reader);
