@@ -61,7 +61,13 @@ impl GuestRam {
     }
 
     /// Checks the last records up to `counter`: each slot holds its own sequence
-    /// number and check word. Returns the first inconsistency.
+    /// number and check word. Returns the first record lost.
+    ///
+    /// The guest may still run while the kit reads: it then overwrites the
+    /// oldest slots (a later record, `entries` on) as the kit reads them, even
+    /// halfway through a slot. A slot that holds a later record was
+    /// overwritten, not lost; one that looks wrong is read once more before it
+    /// counts, as the guest may have been writing it.
     pub fn check_ring(&self, counter: u64) -> io::Result<Result<(), String>> {
         let Some(RecordRing {
             offset,
@@ -71,19 +77,38 @@ impl GuestRam {
         else {
             return Ok(Ok(()));
         };
-        let first = counter.saturating_sub(entries - 1).max(1);
-        for seq in first..=counter {
+        let read = |seq: u64| -> io::Result<Slot> {
             let mut rec = [0u8; 16];
             self.file
                 .read_exact_at(&mut rec, offset + (seq % entries) * 16)?;
             let got = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
             let chk = u64::from_le_bytes(rec[8..].try_into().expect("8 bytes"));
-            if got < seq || chk != got ^ check {
+            Ok(match got {
+                _ if got > seq => Slot::Overwritten,
+                _ if got == seq && chk == got ^ check => Slot::Holds,
+                _ => Slot::Missing(got),
+            })
+        };
+        let first = counter.saturating_sub(entries - 1).max(1);
+        for seq in first..=counter {
+            if let Slot::Missing(_) = read(seq)?
+                && let Slot::Missing(got) = read(seq)?
+            {
                 return Ok(Err(format!("record {seq} missing (slot holds {got})")));
             }
         }
         Ok(Ok(()))
     }
+}
+
+/// What a record ring's slot says of the record it is read for.
+enum Slot {
+    /// That record, whole.
+    Holds,
+    /// A later record (the ring wrapped): that one is past checking.
+    Overwritten,
+    /// An earlier record, or a broken one: that one was lost.
+    Missing(u64),
 }
 
 /// The inodes of the memfds named `name` that process `pid` maps.
@@ -204,6 +229,18 @@ mod tests {
         assert!(
             ram.check_ring(9).unwrap().is_err(),
             "records 8 and 9 were never written"
+        );
+        // A guest still running overwrites the oldest slot as the kit reads
+        // it: record 11's sequence number is in, its check word not yet.
+        map.write(0x2000 + 3 * 16, &11u64.to_le_bytes());
+        assert_eq!(ram.check_ring(7).unwrap(), Ok(()), "overwritten, not lost");
+        // A slot holding its record with a broken check word is lost.
+        let mut broken = 6u64.to_le_bytes().to_vec();
+        broken.extend(0u64.to_le_bytes());
+        map.write(0x2000 + 2 * 16, &broken);
+        assert_eq!(
+            ram.check_ring(7).unwrap(),
+            Err("record 6 missing (slot holds 6)".into())
         );
         // A write after the open is seen: the kit reads the live memfd.
         map.write(0x1000, &8u64.to_le_bytes());
