@@ -142,6 +142,24 @@ impl DeviceClient {
         })
     }
 
+    /// Waits (in the daemon) until its state changed past `version` (a
+    /// [`DeviceState::version`]), or `timeout` passed; the state then.
+    pub fn wait_change(
+        &mut self,
+        version: u64,
+        timeout: Duration,
+    ) -> Result<DeviceState, DeviceError> {
+        let request = Request::WaitChange {
+            since: version,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let reply = self.call(&request, timeout + self.timeout)?;
+        reply.state.ok_or(DeviceError::Missing {
+            cmd: "wait-change".into(),
+            field: "state",
+        })
+    }
+
     /// The ledger entries with `seq >= since`.
     pub fn ledger(&mut self, since: u64) -> Result<Vec<LedgerEntry>, DeviceError> {
         let reply = self.call(&Request::Ledger { since }, self.timeout)?;

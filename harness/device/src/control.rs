@@ -133,5 +133,13 @@ pub fn answer(device: &Device, line: &[u8]) -> Reply {
                 ..Reply::ok()
             }
         }
+        Request::WaitChange { since, timeout_ms } => {
+            let timeout = Duration::from_millis(timeout_ms.min(MAX_WAIT_MS));
+            device.ledger.wait_change(since, timeout);
+            Reply {
+                state: Some(device.state()),
+                ..Reply::ok()
+            }
+        }
     }
 }

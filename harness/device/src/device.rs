@@ -126,6 +126,9 @@ impl Device {
 
     /// The snapshot the control socket reports.
     pub fn state(&self) -> DeviceState {
+        // First: a change while the rest is read makes the state newer than
+        // its version says, never older.
+        let version = self.ledger.version();
         let conns = self
             .conns()
             .iter()
@@ -135,6 +138,7 @@ impl Device {
             policy: self.policy,
             conns,
             last_seq: self.ledger.last_seq(),
+            version,
         }
     }
 }

@@ -110,52 +110,99 @@ pub fn now_ns() -> u64 {
     }
 }
 
-/// The append-only, shared ledger.
+/// The append-only, shared ledger. It also counts the daemon's changes (its
+/// version): every entry appended, and every change of state that comes
+/// after its entry (a connection seen closed once its disconnect is in), so
+/// that a control client can wait for the next change instead of polling.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    entries: Mutex<Vec<LedgerEntry>>,
+    book: Mutex<Book>,
     changed: Condvar,
 }
 
+#[derive(Debug, Default)]
+struct Book {
+    entries: Vec<LedgerEntry>,
+    /// Changes with no entry of their own.
+    touches: u64,
+}
+
+impl Book {
+    fn version(&self) -> u64 {
+        self.entries.len() as u64 + self.touches
+    }
+}
+
 impl Ledger {
-    fn lock(&self) -> MutexGuard<'_, Vec<LedgerEntry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Appends an entry and returns its sequence number.
     pub fn push(&self, conn: Option<u32>, pid: Option<i32>, kind: EntryKind) -> u64 {
-        let mut entries = self.lock();
-        let seq = entries.len() as u64 + 1;
-        entries.push(LedgerEntry {
+        let mut book = self.lock();
+        let seq = book.entries.len() as u64 + 1;
+        book.entries.push(LedgerEntry {
             seq,
             t_ns: now_ns(),
             conn,
             pid,
             kind,
         });
-        drop(entries);
+        drop(book);
         self.changed.notify_all();
         seq
     }
 
+    /// Counts a change of the daemon's state that has no entry of its own.
+    pub fn touch(&self) {
+        self.lock().touches += 1;
+        self.changed.notify_all();
+    }
+
+    /// The number of changes so far (read it before the state it stands for).
+    pub fn version(&self) -> u64 {
+        self.lock().version()
+    }
+
     /// The entries with `seq >= since`.
     pub fn since(&self, since: u64) -> Vec<LedgerEntry> {
-        let entries = self.lock();
+        let book = self.lock();
         let skip = since.saturating_sub(1) as usize;
-        entries.iter().skip(skip).cloned().collect()
+        book.entries.iter().skip(skip).cloned().collect()
     }
 
     /// The sequence number of the last entry (0 when empty).
     pub fn last_seq(&self) -> u64 {
-        self.lock().len() as u64
+        self.lock().entries.len() as u64
+    }
+
+    /// Waits until the version is past `since`, or `timeout` passes; returns
+    /// whether it is.
+    pub fn wait_change(&self, since: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut book = self.lock();
+        loop {
+            if book.version() > since {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            book = match self.changed.wait_timeout(book, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(e) => e.into_inner().0,
+            };
+        }
     }
 
     /// Waits until an Io entry from `pid` with `seq > after` exists, or `timeout` passes.
     pub fn wait_io(&self, pid: i32, after: u64, timeout: Duration) -> Option<LedgerEntry> {
         let deadline = Instant::now() + timeout;
-        let mut entries = self.lock();
+        let mut book = self.lock();
         loop {
-            let found = entries.iter().skip(after as usize).find(|e| {
+            let found = book.entries.iter().skip(after as usize).find(|e| {
                 e.seq > after && e.pid == Some(pid) && matches!(e.kind, EntryKind::Io { .. })
             });
             if let Some(entry) = found {
@@ -165,7 +212,7 @@ impl Ledger {
             if now >= deadline {
                 return None;
             }
-            entries = match self.changed.wait_timeout(entries, deadline - now) {
+            book = match self.changed.wait_timeout(book, deadline - now) {
                 Ok((guard, _)) => guard,
                 Err(e) => e.into_inner().0,
             };

@@ -6,7 +6,7 @@ use crate::fault::DeviceFault;
 use crate::ledger::LedgerEntry;
 use crate::state::DeviceState;
 
-/// The longest `wait-io` the daemon honours, in milliseconds.
+/// The longest `wait-io` or `wait-change` the daemon honours, in milliseconds.
 pub const MAX_WAIT_MS: u64 = 600_000;
 
 /// A control request.
@@ -31,6 +31,9 @@ pub enum Request {
         after: u64,
         timeout_ms: u64,
     },
+    /// `{"cmd":"wait-change","since":VERSION,"timeout_ms":N}`: the state once
+    /// its `version` is past VERSION (something changed), or at the timeout.
+    WaitChange { since: u64, timeout_ms: u64 },
 }
 
 /// A reply: `{"ok":true,...}` or `{"ok":false,"error":"..."}`. Only the field of the

@@ -58,6 +58,10 @@ pub struct DeviceState {
     pub conns: Vec<ConnState>,
     /// The sequence number of the last ledger entry (0 when empty).
     pub last_seq: u64,
+    /// The daemon's changes so far, read before the rest of this state: a
+    /// `wait-change` past it returns once anything changed.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// One frontend connection.

@@ -149,3 +149,51 @@ fn ledger_entries_round_trip_through_json() {
         state
     );
 }
+
+#[test]
+fn wait_change_answers_each_change_down_to_a_connection_seen_closed() {
+    let fx = Fixture::new(Policy::Shared);
+    let mut ctl = fx.client();
+    let quiet = ctl.state().unwrap();
+
+    // Nothing changes: the state comes back at the timeout, same version.
+    let start = Instant::now();
+    let same = ctl
+        .wait_change(quiet.version, Duration::from_millis(40))
+        .unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(40));
+    assert_eq!(same.version, quiet.version);
+
+    // A waiter blocked in the daemon wakes on the frontend's connection.
+    let control = fx.control.clone();
+    let since = quiet.version;
+    let waiter = std::thread::spawn(move || {
+        let mut c = DeviceClient::connect(&control, WAIT).unwrap();
+        c.wait_change(since, WAIT).unwrap()
+    });
+    let front = Front::up(&fx.socket, true, 0);
+    let woke = waiter.join().unwrap();
+    assert!(woke.version > since);
+    assert_eq!(woke.conns.len(), 1);
+
+    // Following changes one at a time, the closed connection is seen without
+    // a timeout: its last change (open turning false) comes after its
+    // disconnect entry and counts too.
+    let mut st = ctl.state().unwrap();
+    assert!(st.conns[0].open && st.conns[0].owner);
+    drop(front);
+    while st.conns[0].open {
+        let start = Instant::now();
+        let next = ctl.wait_change(st.version, WAIT).unwrap();
+        assert!(next.version > st.version, "no change within {WAIT:?}");
+        assert!(start.elapsed() < WAIT);
+        st = next;
+    }
+    assert!(!st.conns[0].owner);
+    assert!(
+        ctl.ledger(0)
+            .unwrap()
+            .iter()
+            .any(|e| e.conn == Some(1) && e.kind == EntryKind::Disconnect)
+    );
+}

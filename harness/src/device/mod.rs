@@ -217,6 +217,32 @@ impl DeviceDaemon {
         Ok(self.client()?.state()?)
     }
 
+    /// The state once `done` holds of it, or at `deadline` (whichever comes
+    /// first): the daemon answers each change as it happens, nothing polls.
+    pub fn wait_until(
+        &mut self,
+        deadline: Instant,
+        done: impl Fn(&DeviceState) -> bool,
+    ) -> Result<DeviceState, DeviceError> {
+        let mut st = self.state()?;
+        loop {
+            let now = Instant::now();
+            if done(&st) || now >= deadline {
+                return Ok(st);
+            }
+            st = self.wait_change(st.version, deadline - now)?;
+        }
+    }
+
+    /// The state once it changed past `version`, or after `timeout`.
+    pub fn wait_change(
+        &mut self,
+        version: u64,
+        timeout: Duration,
+    ) -> Result<DeviceState, DeviceError> {
+        Ok(self.client()?.wait_change(version, timeout)?)
+    }
+
     pub fn ledger(&mut self) -> Result<Vec<LedgerEntry>, DeviceError> {
         Ok(self.client()?.ledger(0)?)
     }

@@ -37,6 +37,7 @@ fn state(policy: Policy, conns: Vec<ConnState>) -> DeviceState {
         policy,
         conns,
         last_seq: 0,
+        version: 0,
     }
 }
 

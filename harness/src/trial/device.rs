@@ -45,21 +45,19 @@ impl Controller<'_> {
             log: self.dir.join("source.log").display().to_string(),
         };
         let deadline = Instant::now() + STARTUP;
-        loop {
-            let st = d.state()?;
-            if st
-                .conns
+        let taken = |st: &DeviceState| {
+            st.conns
                 .iter()
                 .any(|c| c.open && c.owner && c.pid == Some(source_pid))
-            {
-                break;
-            }
-            if Instant::now() >= deadline || !d.is_alive() {
-                return Err(setup_err(
-                    "the source never took the vhost-user device (SET_OWNER)".into(),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        };
+        // Bounded by the startup wait, and cut short if the daemon died.
+        let st = d.wait_until(deadline, |st| taken(st))?;
+        if !taken(&st) {
+            return Err(setup_err(if d.is_alive() {
+                "the source never took the vhost-user device (SET_OWNER)".into()
+            } else {
+                "the device daemon died before the source took the device".into()
+            }));
         }
         if self.adapter.guest_probe().device_io && d.wait_io(source_pid, 0, STARTUP)?.is_none() {
             return Err(setup_err("the source's guest never did device I/O".into()));
@@ -180,12 +178,9 @@ impl Controller<'_> {
             obs.owns(st, Role::Source) == Some(true)
                 && (!obs.started_before() || obs.runs_rings(st, Role::Source))
         };
-        while let Ok(st) = d.state() {
-            if back(&st) || others_hold(&st) || Instant::now() >= deadline {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        // An error reading the daemon ends the wait: the final readings
+        // report it.
+        let _ = d.wait_until(deadline, |st| back(st) || others_hold(st));
     }
 
     /// At the final readings: the device's state once every dead side's
@@ -230,7 +225,7 @@ impl Controller<'_> {
         let read = (|| {
             let mut st = wait_closed(d, &dead)?;
             if let Some(obs) = &take_back {
-                st = wait_owner(d, obs, st, settle)?;
+                st = wait_owner(d, obs, settle)?;
             }
             let st = wait_still(d, st, settle)?;
             let io = match runner_pid.filter(|_| look_for_io) {
@@ -292,19 +287,13 @@ impl Controller<'_> {
 fn wait_owner(
     d: &mut DeviceDaemon,
     obs: &DeviceObs,
-    mut st: DeviceState,
     bound: Duration,
 ) -> Result<DeviceState, device::DeviceError> {
-    let deadline = Instant::now() + bound;
     let back = |st: &DeviceState| {
         obs.owns(st, Role::Source) == Some(true)
             && (!obs.started_before() || obs.runs_rings(st, Role::Source))
     };
-    while !back(&st) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-        st = d.state()?;
-    }
-    Ok(st)
+    d.wait_until(Instant::now() + bound, back)
 }
 
 /// How long the device's connections and owners must stay as they are for
@@ -330,31 +319,25 @@ fn wait_still(
     };
     let deadline = Instant::now() + bound;
     let mut since = Instant::now();
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-        let next = d.state()?;
+    loop {
+        let now = Instant::now();
+        let still_until = since + STILL;
+        if now >= still_until || now >= deadline {
+            return Ok(st);
+        }
+        let next = d.wait_change(st.version, still_until.min(deadline) - now)?;
         if shape(&next) != shape(&st) {
             since = Instant::now();
-        } else if since.elapsed() >= STILL {
-            return Ok(next);
         }
         st = next;
     }
-    Ok(st)
 }
 
 /// The device's state once no connection of the `dead` pids is open (bounded).
 fn wait_closed(d: &mut DeviceDaemon, dead: &[i32]) -> Result<DeviceState, device::DeviceError> {
-    let deadline = Instant::now() + CLOSE_WAIT;
-    loop {
-        let st = d.state()?;
-        let open = st
-            .conns
+    d.wait_until(Instant::now() + CLOSE_WAIT, |st| {
+        !st.conns
             .iter()
-            .any(|c| c.open && c.pid.is_some_and(|p| dead.contains(&p)));
-        if !open || Instant::now() >= deadline {
-            return Ok(st);
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+            .any(|c| c.open && c.pid.is_some_and(|p| dead.contains(&p)))
+    })
 }

@@ -184,6 +184,7 @@ impl Connection {
         self.device.release(self.who(), "disconnect");
         self.push(EntryKind::Disconnect);
         self.open.store(false, Ordering::SeqCst);
+        self.device.ledger.touch();
         self.shutdown();
         eprintln!(
             "cprkit-device: conn {} (pid {}) closed",
