@@ -180,33 +180,31 @@ impl Ledger {
     /// Waits until the version is past `since`, or `timeout` passes; returns
     /// whether it is.
     pub fn wait_change(&self, since: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut book = self.lock();
-        loop {
-            if book.version() > since {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            book = match self.changed.wait_timeout(book, deadline - now) {
-                Ok((guard, _)) => guard,
-                Err(e) => e.into_inner().0,
-            };
-        }
+        self.wait_for(timeout, |book| (book.version() > since).then_some(()))
+            .is_some()
     }
 
     /// Waits until an Io entry from `pid` with `seq > after` exists, or `timeout` passes.
     pub fn wait_io(&self, pid: i32, after: u64, timeout: Duration) -> Option<LedgerEntry> {
+        self.wait_for(timeout, |book| {
+            book.entries
+                .iter()
+                .skip(after as usize)
+                .find(|e| {
+                    e.seq > after && e.pid == Some(pid) && matches!(e.kind, EntryKind::Io { .. })
+                })
+                .cloned()
+        })
+    }
+
+    /// What `found` finds in the ledger, looked for again at each change
+    /// until `timeout` passes.
+    fn wait_for<T>(&self, timeout: Duration, found: impl Fn(&Book) -> Option<T>) -> Option<T> {
         let deadline = Instant::now() + timeout;
         let mut book = self.lock();
         loop {
-            let found = book.entries.iter().skip(after as usize).find(|e| {
-                e.seq > after && e.pid == Some(pid) && matches!(e.kind, EntryKind::Io { .. })
-            });
-            if let Some(entry) = found {
-                return Some(entry.clone());
+            if let Some(it) = found(&book) {
+                return Some(it);
             }
             let now = Instant::now();
             if now >= deadline {

@@ -292,20 +292,28 @@ fn own1_fails_on_a_target_ring_started_while_a_source_ring_runs() {
     assert!(why.contains("two owners"), "{why}");
 }
 
-#[test]
-fn own1_fails_on_a_source_taking_back_while_a_target_ring_runs() {
-    // Shared policy, a cancelled transfer: the target started its ring
-    // before the source committed, and the source took the device back.
+/// Shared policy, a cancelled transfer: the source released, the target
+/// took the device and started its ring before the source committed; the
+/// source takes the device back, after the target's ring stopped or not.
+fn taken_back(target_ring_stopped_first: bool) -> Dev {
     let d = Dev::new(Policy::Shared)
         .owner(SRC, OwnerChange::Take)
         .owner(SRC, start())
         .owner(SRC, stop("GET_VRING_BASE"))
         .owner(SRC, release())
         .owner(TGT, OwnerChange::Take)
-        .owner(TGT, start())
-        .owner(SRC, OwnerChange::Take)
-        .owner(SRC, start());
-    let (st, why) = d.verdict("OWN-1");
+        .owner(TGT, start());
+    let d = if target_ring_stopped_first {
+        d.owner(TGT, stop("disconnect"))
+    } else {
+        d
+    };
+    d.owner(SRC, OwnerChange::Take).owner(SRC, start())
+}
+
+#[test]
+fn own1_fails_on_a_source_taking_back_while_a_target_ring_runs() {
+    let (st, why) = taken_back(false).verdict("OWN-1");
     assert_eq!(st, Fail);
     assert!(why.contains("the source started ring 0 again"), "{why}");
     assert!(why.contains("two owners"), "{why}");
@@ -313,17 +321,7 @@ fn own1_fails_on_a_source_taking_back_while_a_target_ring_runs() {
 
 #[test]
 fn own1_passes_a_source_taking_back_once_the_target_ring_stopped() {
-    let d = Dev::new(Policy::Shared)
-        .owner(SRC, OwnerChange::Take)
-        .owner(SRC, start())
-        .owner(SRC, stop("GET_VRING_BASE"))
-        .owner(SRC, release())
-        .owner(TGT, OwnerChange::Take)
-        .owner(TGT, start())
-        .owner(TGT, stop("disconnect"))
-        .owner(SRC, OwnerChange::Take)
-        .owner(SRC, start());
-    assert_eq!(d.verdict("OWN-1").0, Pass);
+    assert_eq!(taken_back(true).verdict("OWN-1").0, Pass);
 }
 
 #[test]
