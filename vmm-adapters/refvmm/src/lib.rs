@@ -20,6 +20,7 @@ pub mod migration;
 pub mod monitor;
 pub mod mutant;
 pub mod outbox;
+pub mod parkable;
 pub mod proto;
 pub mod ram;
 pub mod runstate;

@@ -8,7 +8,7 @@
 //! per kind (until a request succeeds again); the thread never wedges.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::frontend::RingFds;
 use super::virtqueue::{Desc, SplitQueue, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
+use crate::parkable::{Parkable, Turns};
 use crate::ram::GuestRam;
 use crate::{BLK_DATA_OFFSET, BLK_HDR_OFFSET, BLK_SECTOR_SIZE, BLK_SEQ_OFFSET, BLK_STATUS_OFFSET};
 
@@ -33,106 +34,48 @@ const T_IN: u32 = 0;
 /// VIRTIO_BLK_T_OUT (write).
 const T_OUT: u32 = 1;
 
-#[derive(Debug)]
-struct Ctl {
-    /// The VM wants the guest's I/O to run.
-    run: bool,
-    /// The thread is parked (acknowledges `run == false`).
-    parked: bool,
-    /// The started ring's eventfds; `None` while the device is not ours.
-    ring: Option<Arc<RingFds>>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    ctl: Mutex<Ctl>,
-    cv: Condvar,
-}
-
-/// Handle on the I/O thread.
+/// Handle on the I/O thread; its state is the started ring's eventfds,
+/// `None` while the device is not ours.
 #[derive(Debug)]
 pub struct BlkIo {
-    shared: Arc<Shared>,
+    worker: Parkable<Option<Arc<RingFds>>>,
 }
 
 impl BlkIo {
     /// Spawns the I/O thread, parked, with no ring.
     pub fn new(ram: Arc<GuestRam>) -> Self {
-        let shared = Arc::new(Shared {
-            ctl: Mutex::new(Ctl {
-                run: false,
-                parked: false,
-                ring: None,
-            }),
-            cv: Condvar::new(),
-        });
-        let s = Arc::clone(&shared);
-        thread::Builder::new()
-            .name("blk-io".into())
-            .spawn(move || io_loop(&s, &ram))
-            .expect("spawn the blk I/O thread");
-        Self { shared }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Ctl> {
-        self.shared.ctl.lock().unwrap_or_else(|p| p.into_inner())
+        Self {
+            worker: Parkable::spawn("blk-io", None, move |turns| io_loop(&turns, &ram)),
+        }
     }
 
     /// Lets the I/O run (starting running I/O does nothing).
     pub fn start(&self) {
-        let mut ctl = self.lock();
-        ctl.run = true;
-        self.shared.cv.notify_all();
+        self.worker.start();
     }
 
     /// Stops the I/O and returns once no request is in flight (bounded).
     pub fn stop(&self) {
-        let deadline = Instant::now() + STOP_BOUND;
-        let mut ctl = self.lock();
-        ctl.run = false;
-        self.shared.cv.notify_all();
-        while !ctl.parked {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                crate::log!("blk-io: did not park within {STOP_BOUND:?}");
-                return;
-            }
-            ctl = self
-                .shared
-                .cv
-                .wait_timeout(ctl, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        if !self.worker.stop(Some(STOP_BOUND)) {
+            crate::log!("blk-io: did not park within {STOP_BOUND:?}");
         }
     }
 
     /// Whether the I/O is stopped (no request in flight).
     pub fn is_stopped(&self) -> bool {
-        let ctl = self.lock();
-        !ctl.run && ctl.parked
+        self.worker.is_stopped()
     }
 
     /// Sets the started ring, or `None` once the device is released.
     pub fn set_ring(&self, ring: Option<RingFds>) {
-        self.lock().ring = ring.map(Arc::new);
+        self.worker.with(|r| *r = ring.map(Arc::new));
     }
 }
 
-fn io_loop(shared: &Shared, ram: &GuestRam) {
+fn io_loop(turns: &Turns<Option<Arc<RingFds>>>, ram: &GuestRam) {
     let mut failures = Failures::default();
     loop {
-        let ring = {
-            let mut ctl = shared.ctl.lock().unwrap_or_else(|p| p.into_inner());
-            while !ctl.run {
-                if !ctl.parked {
-                    ctl.parked = true;
-                    shared.cv.notify_all();
-                }
-                ctl = shared.cv.wait(ctl).unwrap_or_else(|p| p.into_inner());
-            }
-            ctl.parked = false;
-            ctl.ring.clone()
-        };
+        let ring = turns.next().clone();
         // The request runs outside the lock; a stop waits for the next turn
         // of the loop, so at most one (bounded) request.
         match ring {
