@@ -26,6 +26,14 @@ impl Role {
             Role::Target => "target",
         }
     }
+
+    /// The other side.
+    pub fn other(self) -> Role {
+        match self {
+            Role::Source => Role::Target,
+            Role::Target => Role::Source,
+        }
+    }
 }
 
 /// The socket paths a target listens on for an incoming cpr-transfer.

@@ -164,6 +164,13 @@ impl DeviceObs {
         }
     }
 
+    /// Whether the source owns the device again in a state, its rings running
+    /// if they ran before the migrate command.
+    pub fn source_back(&self, state: &DeviceState) -> bool {
+        self.owns(state, Role::Source) == Some(true)
+            && (!self.started_before() || self.runs_rings(state, Role::Source))
+    }
+
     /// The ledger entries of a side, in the device's order.
     pub fn ledger_of(&self, role: Role) -> impl Iterator<Item = &LedgerEntry> {
         self.ledger
