@@ -132,7 +132,7 @@ impl Device {
         let conns = self
             .conns()
             .iter()
-            .map(|c| c.state(self.is_owner(c.id)))
+            .map(|c| c.state(|| self.is_owner(c.id)))
             .collect();
         DeviceState {
             policy: self.policy,

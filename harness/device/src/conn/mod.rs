@@ -193,13 +193,18 @@ impl Connection {
         );
     }
 
-    /// This connection's part of the device state.
-    pub fn state(&self, owner: bool) -> ConnState {
+    /// This connection's part of the device state; `owner` says whether it
+    /// owns the device. Read in the order [`Connection::closed`] changes
+    /// things backwards: whether it is open first, so a connection seen
+    /// closed has already stopped its rings and released the device.
+    pub fn state(&self, owner: impl FnOnce() -> bool) -> ConnState {
+        let open = self.is_open();
+        let owner = owner();
         let inner = self.lock();
         ConnState {
             conn: self.id,
             pid: self.pid,
-            open: self.is_open(),
+            open,
             owner,
             rings: inner
                 .rings
