@@ -209,28 +209,21 @@ impl Controller<'_> {
         // A source whose transfer failed may take its device back in the
         // background (the target lets go only once it sees the channels
         // closed): it gets the settle bound to own it again.
-        let take_back = self
-            .record
-            .device
-            .clone()
-            .filter(|o| {
-                !completed && o.before.as_ref().and_then(|b| o.owns(b, Role::Source)) == Some(true)
-            })
-            .filter(|_| self.alive(Role::Source));
-        let obs = self.record.device.clone();
+        let obs = self.record.device.clone().expect("a device");
+        let take_back = !completed
+            && obs.before.as_ref().and_then(|b| obs.owns(b, Role::Source)) == Some(true)
+            && self.alive(Role::Source);
         let d = self.device.as_mut().expect("checked");
         let read = (|| {
             let mut st = wait_closed(d, &dead)?;
-            if let Some(obs) = &take_back {
-                st = wait_owner(d, obs, settle)?;
+            if take_back {
+                st = d.wait_until(Instant::now() + settle, |st| obs.source_back(st))?;
             }
             let st = wait_still(d, st, settle)?;
             // While the other side still runs a ring on the same guest
             // memory, two drivers share the queue: whose request gets
             // through is a race, so the runner's I/O is not judged.
-            let shared_queue = obs
-                .as_ref()
-                .is_some_and(|o| o.runs_rings(&st, runner.other()));
+            let shared_queue = obs.runs_rings(&st, runner.other());
             let io = match runner_pid.filter(|_| look_for_io && !shared_queue) {
                 Some(pid) => Some((runner, d.wait_io(pid, st.last_seq, settle)?.is_some())),
                 None => None,
@@ -283,16 +276,6 @@ impl Controller<'_> {
             .collect();
         self.timeline.insert_at(lines);
     }
-}
-
-/// The device's state once the source owns it again, its rings running if
-/// they ran before (bounded by `bound`).
-fn wait_owner(
-    d: &mut DeviceDaemon,
-    obs: &DeviceObs,
-    bound: Duration,
-) -> Result<DeviceState, device::DeviceError> {
-    d.wait_until(Instant::now() + bound, |st| obs.source_back(st))
 }
 
 /// How long the device's connections and owners must stay as they are for
