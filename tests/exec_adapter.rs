@@ -14,15 +14,17 @@ use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use cprkit_adapters::adapter_for;
-use cprkit_cases::runner::{RunOptions, TrialResult, Verdicts, plan, run_all};
-use cprkit_cases::{cases_dir, load_dir};
 use cprkit_harness::adapter::Adapter;
 use cprkit_harness::leaks::{FdCensus, Leaks};
 use cprkit_harness::trialdir::RunRoot;
+use cprkit_suite::runner::{RunOptions, TrialResult, Verdicts, plan, run_all};
+use cprkit_suite::{cases_dir, load_dir};
+use cprkit_test_support::{HOST_ENV, write_script};
 
 const EXAMPLE: &str = "exec:examples/exec-adapter/refvmm_adapter.py";
 
-/// Serialises the tests, after pointing the example program at this build's refvmm.
+/// Serialises the tests, after pointing the kit (and the example program) at
+/// this build's refvmm, hosted by this build's `cprkit`.
 fn serial() -> MutexGuard<'static, ()> {
     static ENV: Once = Once::new();
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -30,7 +32,7 @@ fn serial() -> MutexGuard<'static, ()> {
         // SAFETY: every test calls this first and the first caller sets it
         // while the others wait; nothing here reads the environment but std,
         // which locks it.
-        unsafe { std::env::set_var("CPRKIT_REFVMM", env!("CARGO_BIN_EXE_refvmm")) }
+        unsafe { std::env::set_var(HOST_ENV, env!("CARGO_BIN_EXE_cprkit")) }
     });
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -172,31 +174,6 @@ fn through_the_command_line_a_mutant_is_caught_by_its_rule() {
         "{text}"
     );
     assert!(text.contains("leak check: nothing left behind"), "{text}");
-}
-
-/// Writes an executable script without ever holding it open for writing in
-/// this process (a child writes it): a writable fd of ours leaking between
-/// fork and exec into a program another thread starts would make executing the
-/// script fail with ETXTBSY.
-fn write_script(path: &std::path::Path, text: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
-        .arg(path)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("sh runs");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(text.as_bytes())
-        .expect("script written");
-    assert!(
-        child.wait().expect("sh ends").success(),
-        "writing {}",
-        path.display()
-    );
 }
 
 /// Writes an adapter program into a fresh directory; it notes its pids in `pids` there.

@@ -5,13 +5,10 @@
 //! mutant is for, so `cprkit selftest`'s verdict can be read off the files.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cprkit_adapters::refvmm_adapter::MUTANT_EXPECTATIONS;
-
-fn snapshots() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots")
-}
+use cprkit_suite::snapshots_dir;
 
 /// Rule -> number of trials that broke it, over every snapshot in `dir`.
 fn broken_rules(dir: &Path) -> (usize, BTreeMap<String, usize>) {
@@ -44,7 +41,7 @@ fn broken_rules(dir: &Path) -> (usize, BTreeMap<String, usize>) {
 
 #[test]
 fn the_correct_refvmm_breaks_nothing() {
-    let (trials, broken) = broken_rules(&snapshots().join("refvmm"));
+    let (trials, broken) = broken_rules(&snapshots_dir().join("refvmm"));
     assert!(trials > 100, "only {trials} refvmm snapshots");
     assert!(broken.is_empty(), "refvmm's snapshots break {broken:?}");
 }
@@ -52,7 +49,7 @@ fn the_correct_refvmm_breaks_nothing() {
 #[test]
 fn each_mutant_is_caught_by_its_rule() {
     for (mutant, expected) in MUTANT_EXPECTATIONS {
-        let dir = snapshots().join(format!("refvmm-{mutant}"));
+        let dir = snapshots_dir().join(format!("refvmm-{mutant}"));
         let (trials, broken) = broken_rules(&dir);
         assert!(trials > 100, "{mutant}: only {trials} snapshots");
         assert!(

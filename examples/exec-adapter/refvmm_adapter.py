@@ -8,8 +8,8 @@ line, requests on stdin, replies and events on stdout; stderr is its log. The
 kit runs it once per session: a launch session (hello, command, guest-probe) or
 a monitor session (hello, connect, then commands for one VMM, over QMP).
 
-refvmm is $CPRKIT_REFVMM, else `refvmm` on PATH, else the one beside the kit
-($CPRKIT_EXE), else the kit itself (`cprkit __refvmm`). $CPRKIT_EXEC_MUTANT, if set,
+refvmm is $CPRKIT_REFVMM, else `refvmm` on PATH, else the kit itself
+(`$CPRKIT_EXE __refvmm`). $CPRKIT_EXEC_MUTANT, if set,
 starts it with that mutant. Python 3.11, standard library only.
 
 To adapt another VMM, change `command`, `guest_probe` and `Session.monitor`.
@@ -53,16 +53,15 @@ class Failure(Exception):
 # The launch session: how to start refvmm, and where its guest keeps the counter.
 
 def refvmm():
-    """The command that starts refvmm: $CPRKIT_REFVMM, refvmm on PATH, the
-    refvmm built beside the kit ($CPRKIT_EXE, set by the kit), or the kit
-    itself, which runs refvmm when called with __refvmm first."""
+    """The command that starts refvmm: $CPRKIT_REFVMM, refvmm on PATH, or the
+    kit itself ($CPRKIT_EXE, set by the kit), which runs the refvmm of its own
+    build when called with __refvmm first."""
     binary = os.environ.get("CPRKIT_REFVMM") or shutil.which("refvmm")
     if binary:
         return [binary]
     kit = os.environ.get("CPRKIT_EXE")
     if kit:
-        beside = os.path.join(os.path.dirname(kit), "refvmm")
-        return [beside] if os.access(beside, os.X_OK) else [kit, "__refvmm"]
+        return [kit, "__refvmm"]
     raise Failure("environment", "refvmm not found: set CPRKIT_REFVMM or put refvmm on PATH")
 
 

@@ -2,7 +2,7 @@
 //! faults, observe, and judge.
 //!
 //! - [`plan`]: steps, faults and fault points (the names used everywhere);
-//! - [`adapter`]: the contract a VMM wrapper meets, and [`qmp_monitor`], the QMP one;
+//! - [`adapter`]: the contract a VMM wrapper meets;
 //! - [`process`], [`trialdir`], [`unixnet`], [`guestmem`]: processes, private
 //!   directories, socket readiness, and guest memory seen from outside;
 //! - [`interposer`]: the man in the middle on the cpr and main channels;
@@ -23,7 +23,6 @@ pub mod leaks;
 pub mod outcome;
 pub mod plan;
 pub mod process;
-pub mod qmp_monitor;
 pub mod record;
 pub mod rules;
 pub mod timeline;

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use cprkit_cases::runner::{RunOptions, Verdicts, plan, run_all, run_one};
 use cprkit_harness::bare;
 use cprkit_harness::trialdir::RunRoot;
+use cprkit_suite::runner::{RunOptions, Verdicts, plan, run_all, run_one};
 
 use super::{adapters, load_cases};
 

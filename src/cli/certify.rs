@@ -14,11 +14,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cprkit_cases::Profile;
-use cprkit_cases::runner::{RunOptions, plan};
 use cprkit_harness::leaks::{FdCensus, Leaks};
 use cprkit_harness::trialdir::RunRoot;
 use cprkit_report::{Host, LeakCheck, Report, Vmm, write_bundle};
+use cprkit_suite::Profile;
+use cprkit_suite::runner::{RunOptions, plan};
 
 use super::run::run_with_progress;
 use super::{adapters, load_cases};

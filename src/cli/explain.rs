@@ -4,10 +4,10 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use cprkit_cases::TrialId;
-use cprkit_cases::runner::{RunOptions, Verdicts, plan, run_one};
 use cprkit_harness::explain::draw;
 use cprkit_harness::trialdir::RunRoot;
+use cprkit_suite::TrialId;
+use cprkit_suite::runner::{RunOptions, Verdicts, plan, run_one};
 
 use super::{adapters, load_cases};
 

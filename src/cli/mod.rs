@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use cprkit_cases::runner::{Planned, plan};
-use cprkit_cases::{Case, Profile};
 use cprkit_harness::adapter::Adapter;
 use cprkit_report::Partition;
+use cprkit_suite::runner::{Planned, plan};
+use cprkit_suite::{Case, Profile};
 
 /// Fault-injection and conformance kit for cpr-transfer live update of VMMs.
 #[derive(Debug, Parser)]
@@ -170,8 +170,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 /// The cases of the repository (or $CPRKIT_CASES).
 fn load_cases() -> Result<Vec<Case>> {
-    let dir = cprkit_cases::cases_dir();
-    cprkit_cases::load_dir(&dir).map_err(anyhow::Error::from)
+    let dir = cprkit_suite::cases_dir();
+    cprkit_suite::load_dir(&dir).map_err(anyhow::Error::from)
 }
 
 fn adapters(names: &[String]) -> Result<Vec<Arc<dyn Adapter>>> {

@@ -7,11 +7,11 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use cprkit_cases::known::KnownByVmm;
-use cprkit_cases::runner::{RunOptions, TrialResult, Verdicts, run_all};
 use cprkit_harness::leaks::{FdCensus, Leaks};
 use cprkit_harness::trialdir::RunRoot;
 use cprkit_report::{Host, LeakCheck, Report, Vmm};
+use cprkit_suite::known::KnownByVmm;
+use cprkit_suite::runner::{RunOptions, TrialResult, Verdicts, run_all};
 
 use super::table::{Expectations, print_summary, print_table};
 use super::{Select, load_cases};
@@ -97,7 +97,7 @@ pub fn run(select: &Select, jobs: usize, keep: bool, format: Format) -> Result<E
 
 /// Runs trials, printing one progress line per finished trial on stderr.
 pub fn run_with_progress(
-    planned: &[cprkit_cases::runner::Planned],
+    planned: &[cprkit_suite::runner::Planned],
     jobs: usize,
     root: &std::path::Path,
     opts: &RunOptions,

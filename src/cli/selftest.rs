@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use cprkit_adapters::RefVmm;
 use cprkit_adapters::refvmm_adapter::MUTANT_EXPECTATIONS;
-use cprkit_cases::runner::{RunOptions, Verdicts, plan};
 use cprkit_harness::leaks::{FdCensus, Leaks};
 use cprkit_harness::rules::RULES;
 use cprkit_harness::trialdir::RunRoot;
+use cprkit_suite::runner::{RunOptions, Verdicts, plan};
 
 use super::run::run_with_progress;
 use super::{adapters, load_cases};

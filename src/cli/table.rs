@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use cprkit_cases::known::{KnownByVmm, KnownViolations, Reconciled, reconcile};
-use cprkit_cases::runner::{TrialResult, Verdicts};
 use cprkit_harness::rules::{Rule, Status, rules_for};
+use cprkit_suite::known::{KnownByVmm, KnownViolations, Reconciled, reconcile};
+use cprkit_suite::runner::{TrialResult, Verdicts};
 
 /// The known violations of each VMM of a run.
 pub struct Expectations {

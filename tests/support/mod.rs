@@ -1,5 +1,5 @@
 //! What the integration tests share: running the real `cprkit` binary (with
-//! the refvmm built beside it), its output as one text, and whether QEMU 10.0+
+//! the refvmm and device daemon it hosts), its output as one text, and whether QEMU 10.0+
 //! is installed (required under CI).
 
 #![allow(dead_code)] // each test binary uses its own part
@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 pub fn cprkit(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cprkit"));
     cmd.args(args)
-        .env("CPRKIT_REFVMM", env!("CARGO_BIN_EXE_refvmm"));
+        .env(cprkit_test_support::HOST_ENV, env!("CARGO_BIN_EXE_cprkit"));
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -4,11 +4,13 @@
 //! - `exec:PROGRAM`: an adapter that is a program of its own, speaking the
 //!   `cprkit-exec/1` protocol on its stdin and stdout ([`exec_adapter`]);
 //! - `qemu` and `qemu:/path/to/qemu-system-x86_64`: QEMU 10.0 or newer, with
-//!   the kit's counting firmware as its guest ([`qemu_adapter`], [`firmware`]).
+//!   the kit's counting firmware as its guest ([`qemu_adapter`], [`firmware`]);
+//! - [`qmp_monitor`]: the QMP monitor the refvmm and QEMU adapters share.
 
 pub mod exec_adapter;
 pub mod firmware;
 pub mod qemu_adapter;
+pub mod qmp_monitor;
 pub mod refvmm_adapter;
 
 use std::sync::Arc;

@@ -40,8 +40,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::qmp_monitor::connect_qmp;
 use cprkit_harness::adapter::{Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, Monitor};
-use cprkit_harness::qmp_monitor::connect_qmp;
 use serde_json::json;
 
 use crate::VmmError;

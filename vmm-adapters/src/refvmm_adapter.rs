@@ -5,11 +5,11 @@
 use std::process::Command;
 use std::time::Instant;
 
+use crate::qmp_monitor::connect_qmp;
 use cprkit_harness::adapter::{
     Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, Monitor, RecordRing,
 };
 use cprkit_harness::launcher::{Helper, Launcher};
-use cprkit_harness::qmp_monitor::connect_qmp;
 
 use crate::VmmError;
 

@@ -107,9 +107,11 @@ impl Session {
         events: Option<EventSink>,
     ) -> Result<Session, AdapterError> {
         let mut cmd = Command::new(&adapter.program);
-        // Tells the program where the kit is (a refvmm adapter can run the
-        // kit's refvmm from it: see the example).
-        if let Ok(exe) = std::env::current_exe() {
+        // Tells the program where the kit is: the program hosting the kit's
+        // helpers (a refvmm adapter can run the kit's refvmm from it, as
+        // `$CPRKIT_EXE __refvmm`: see the example).
+        if let Some(exe) = cprkit_harness::launcher::host().or_else(|| std::env::current_exe().ok())
+        {
             cmd.env("CPRKIT_EXE", exe);
         }
         let mut child = cmd

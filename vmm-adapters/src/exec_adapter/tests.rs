@@ -1,32 +1,6 @@
-//! Tests of the parent module, on real sockets and processes.
-
-/// Writes an executable script without ever holding it open for writing in
-/// this process: a child writes it. (A file this process had open for writing
-/// could leak, between fork and exec, into a program another test thread
-/// starts, and executing the script would then fail with ETXTBSY.)
-fn write_script(path: &std::path::Path, text: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
-        .arg(path)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("sh runs");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(text.as_bytes())
-        .expect("script written");
-    assert!(
-        child.wait().expect("sh ends").success(),
-        "writing {}",
-        path.display()
-    );
-}
-
 use super::*;
 use cprkit_harness::adapter::VmEvent;
+use cprkit_test_support::write_script;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 

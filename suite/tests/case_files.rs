@@ -5,13 +5,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cprkit_cases::{Case, CaseError, Profile, TrialId, load_dir, point_name, trials};
 use cprkit_harness::device::Policy;
 use cprkit_harness::plan::{BadRequest, Fault, FaultPoint, GuestState, Step};
+use cprkit_suite::{Case, CaseError, Profile, TrialId, load_dir, point_name, trials};
 use rstest::rstest;
 
 fn shipped_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    cprkit_suite::cases_dir()
 }
 
 fn shipped() -> Vec<Case> {
@@ -512,21 +512,22 @@ fn load_dir_is_recursive_and_sorted_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     fs::create_dir_all(root.join("regressions/deeper")).unwrap();
-    fs::create_dir_all(root.join("src")).unwrap();
+    fs::create_dir_all(root.join("tests")).unwrap();
     fs::create_dir_all(root.join(".hidden")).unwrap();
     fs::write(root.join("zeta.toml"), GOOD).unwrap();
     fs::write(root.join("regressions/alpha.toml"), GOOD).unwrap();
     fs::write(root.join("regressions/deeper/mid.toml"), GOOD).unwrap();
+    // The cases directory holds only data: a user's folder named `tests`
+    // (or `src`, `target`) is cases like any other.
+    fs::write(root.join("tests/beta.toml"), GOOD).unwrap();
     fs::write(root.join("notes.txt"), "not a case").unwrap();
-    // Not cases: the crate's manifest and anything under src/ or hidden dirs.
-    fs::write(root.join("Cargo.toml"), "[package]\nname = \"x\"\n").unwrap();
-    fs::write(root.join("src/junk.toml"), "junk").unwrap();
+    // Not cases: files that are not *.toml, and anything in a hidden directory.
     fs::write(root.join(".hidden/junk.toml"), "junk").unwrap();
 
     let cases = load_dir(root).unwrap();
     let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["alpha", "mid", "zeta"]);
-    assert_eq!(cases[1].path, root.join("regressions/deeper/mid.toml"));
+    assert_eq!(names, ["alpha", "beta", "mid", "zeta"]);
+    assert_eq!(cases[2].path, root.join("regressions/deeper/mid.toml"));
 }
 
 #[test]

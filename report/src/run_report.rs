@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use cprkit_cases::known::KnownByVmm as Known;
-use cprkit_cases::known::{KnownViolations, reconcile};
-use cprkit_cases::runner::{TrialResult, Verdicts};
 use cprkit_harness::outcome::redact;
 use cprkit_harness::rules;
+use cprkit_suite::known::KnownByVmm as Known;
+use cprkit_suite::known::{KnownViolations, reconcile};
+use cprkit_suite::runner::{TrialResult, Verdicts};
 
 use crate::host::Host;
 use crate::model::{

@@ -1,9 +1,9 @@
 //! The report of `cprkit certify`: one VMM, one profile, no skip, no known
 //! violation excused.
 
-use cprkit_cases::Profile;
-use cprkit_cases::runner::TrialResult;
 use cprkit_harness::rules;
+use cprkit_suite::Profile;
+use cprkit_suite::runner::TrialResult;
 
 use crate::host::Host;
 use crate::model::{

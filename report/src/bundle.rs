@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use cprkit_cases::runner::{TrialResult, Verdicts};
 use cprkit_harness::explain;
+use cprkit_suite::runner::{TrialResult, Verdicts};
 
 use crate::model::{Report, TimelineFiles};
 use crate::{junit, markdown, svg};

@@ -57,13 +57,15 @@ mod dir;
 mod error;
 mod glob;
 pub mod known;
+mod locations;
 mod profile;
 pub mod runner;
 mod trial_id;
 
 pub use case::{Case, DEFAULT_SETTLE_MS, SETTLE_MS_RANGE};
-pub use dir::{cases_dir, load_dir};
+pub use dir::load_dir;
 pub use error::CaseError;
 pub use glob::glob_match;
+pub use locations::{cases_dir, snapshots_dir, vmm_snapshots_dir};
 pub use profile::{Profile, UnknownProfile};
 pub use trial_id::{TrialId, point_name, trials};

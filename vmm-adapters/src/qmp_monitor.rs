@@ -1,4 +1,4 @@
-//! A [`Monitor`] over QMP: how the kit commands refvmm and QEMU alike.
+//! A [`Monitor`] over QMP: how the refvmm and QEMU adapters command their VMMs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use cprkit_qmp::{Client, QmpError, ReceivedEvent};
 use serde_json::{Value, json};
 
-use crate::adapter::{
+use cprkit_harness::adapter::{
     AdapterError, EventSink, MigrateRequest, MigrationInfo, Monitor, VmEvent, until,
 };
-use crate::plan::BadRequest;
+use cprkit_harness::plan::BadRequest;
 
 /// A connected QMP monitor.
 pub struct QmpMonitor {
@@ -45,7 +45,7 @@ impl QmpMonitor {
 /// Connects to the QMP monitor a VMM was told to create (`spec.monitor`): the
 /// whole `Adapter::connect` of a VMM commanded over QMP.
 pub fn connect_qmp(
-    spec: &crate::adapter::LaunchSpec,
+    spec: &cprkit_harness::adapter::LaunchSpec,
     deadline: Instant,
     events: EventSink,
 ) -> Result<Box<dyn Monitor>, AdapterError> {

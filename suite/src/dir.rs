@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use crate::{Case, CaseError};
 
-/// Whether a directory entry is kept out of the search for case files.
+/// Whether a directory entry is kept out of the search for case files (hidden
+/// ones: `.git`, an editor's folders).
 fn skipped_dir(name: &str) -> bool {
-    name.starts_with('.') || matches!(name, "src" | "tests" | "target")
+    name.starts_with('.')
 }
 
 /// Every `*.toml` case file under `dir`, recursively.
@@ -31,7 +32,7 @@ fn case_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CaseError> {
             if !skipped_dir(&name) {
                 case_files(&path, out)?;
             }
-        } else if name.ends_with(".toml") && name != "Cargo.toml" && path.is_file() {
+        } else if name.ends_with(".toml") && path.is_file() {
             out.push(path);
         }
     }
@@ -56,13 +57,4 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Case>, CaseError> {
         cases.insert(case.name.clone(), case);
     }
     Ok(cases.into_values().collect())
-}
-
-/// The repository's cases directory: `$CPRKIT_CASES` if set, else this crate's
-/// directory (`cases/`).
-pub fn cases_dir() -> PathBuf {
-    match std::env::var_os("CPRKIT_CASES") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-    }
 }

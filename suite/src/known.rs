@@ -27,7 +27,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::case::Source;
-use crate::{CaseError, glob_match};
+use crate::{CaseError, glob_match, vmm_snapshots_dir};
 
 /// One known violation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,7 +289,7 @@ impl KnownByVmm {
         let mut by_vmm = std::collections::BTreeMap::new();
         for r in results {
             if !by_vmm.contains_key(&r.id.vmm) {
-                let known = KnownViolations::load(&snapshots_dir().join(&r.snapshot_dir))?;
+                let known = KnownViolations::load(&vmm_snapshots_dir(&r.snapshot_dir))?;
                 by_vmm.insert(r.id.vmm.clone(), known.for_version(&version_of(&r.id.vmm)));
             }
         }
@@ -298,17 +298,6 @@ impl KnownByVmm {
 
     pub fn get(&self, vmm: &str) -> Option<&KnownViolations> {
         self.by_vmm.get(vmm)
-    }
-}
-
-/// The repository's snapshots directory: `$CPRKIT_SNAPSHOTS` if set, else the
-/// `snapshots/` beside this crate's directory.
-pub fn snapshots_dir() -> PathBuf {
-    match std::env::var_os("CPRKIT_SNAPSHOTS") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("snapshots"),
     }
 }
 

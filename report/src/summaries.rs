@@ -2,10 +2,10 @@
 //! verdicts, with the known violation that excuses each, and its figures),
 //! the per-rule and per-figure summaries, and the counts.
 
-use cprkit_cases::known::KnownViolations;
-use cprkit_cases::runner::{TrialResult, Verdicts};
 use cprkit_harness::outcome::redact;
 use cprkit_harness::rules::{self, Status};
+use cprkit_suite::known::KnownViolations;
+use cprkit_suite::runner::{TrialResult, Verdicts};
 
 use crate::figures::{Figure, Figures, median};
 use crate::model::{
@@ -60,7 +60,7 @@ pub(crate) fn trial_report(r: &TrialResult, known: Option<&KnownViolations>) -> 
         name,
         vmm: r.id.vmm.clone(),
         case: r.id.case.clone(),
-        point: cprkit_cases::point_name(r.id.point),
+        point: cprkit_suite::point_name(r.id.point),
         fault_free: r.id.point.is_none(),
         result,
         reason,

@@ -8,32 +8,26 @@
 //! failed rules; required under CI). After the last trial the runner checks
 //! that nothing was left behind.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use cprkit_adapters::{RefVmm, adapter_for};
-use cprkit_cases::runner::{Planned, RunOptions, Verdicts, plan, run_one};
-use cprkit_cases::{cases_dir, load_dir};
 use cprkit_harness::adapter::Adapter;
 use cprkit_harness::leaks::{FdCensus, Leaks};
 use cprkit_harness::trialdir::RunRoot;
+use cprkit_suite::runner::{Planned, RunOptions, Verdicts, plan, run_one};
+use cprkit_suite::{cases_dir, load_dir, vmm_snapshots_dir};
+use cprkit_test_support::HOST_ENV;
 use libtest_mimic::{Arguments, Failed, Trial};
-
-fn snapshot_dir(adapter: &dyn Adapter) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("snapshots")
-        .join(adapter.snapshot_dir())
-}
 
 fn check(p: &Planned, root: &std::path::Path) -> Result<(), Failed> {
     let result = run_one(p, root, &RunOptions::default());
     match result.verdicts {
         Verdicts::Judged { outcome, .. } => {
-            let name = format!("{}__{}", p.id.case, cprkit_cases::point_name(p.id.point))
+            let name = format!("{}__{}", p.id.case, cprkit_suite::point_name(p.id.point))
                 .replace(':', "-");
             let mut settings = insta::Settings::clone_current();
-            settings.set_snapshot_path(snapshot_dir(p.adapter.as_ref()));
+            settings.set_snapshot_path(vmm_snapshots_dir(&p.adapter.snapshot_dir()));
             settings.set_prepend_module_to_snapshot(false);
             settings.set_omit_expression(true);
             settings.set_description(format!("cprkit trial {}", p.id.name()));
@@ -56,10 +50,9 @@ fn check(p: &Planned, root: &std::path::Path) -> Result<(), Failed> {
 }
 
 fn main() -> ExitCode {
+    // refvmm and the device daemon of this build: `cprkit` hosts both.
     // SAFETY: set before any thread starts.
-    unsafe { std::env::set_var("CPRKIT_REFVMM", env!("CARGO_BIN_EXE_refvmm")) };
-    // SAFETY: as above.
-    unsafe { std::env::set_var("CPRKIT_DEVICE", env!("CARGO_BIN_EXE_cprkit-device")) };
+    unsafe { std::env::set_var(HOST_ENV, env!("CARGO_BIN_EXE_cprkit")) };
     let args = Arguments::from_args();
     let cases = match load_dir(&cases_dir()) {
         Ok(c) => c,
