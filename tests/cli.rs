@@ -134,3 +134,46 @@ fn list_prints_one_trial_a_line() {
     assert_eq!(out.lines().count(), 28);
     assert!(out.lines().all(|l| l.starts_with("refvmm::memory-paused/")));
 }
+
+#[test]
+fn no_jobs_is_a_usage_error() {
+    let o = cprkit(&["run", "--jobs", "0"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("must be at least 1"), "{}", text(&o));
+}
+
+#[test]
+fn the_vmm_help_names_every_adapter() {
+    for sub in ["run", "list", "certify", "bench"] {
+        let o = cprkit(&[sub, "--help"], &[]);
+        let help = text(&o);
+        for (spelling, _) in cprkit_adapters::VMM_SPELLINGS {
+            assert!(
+                help.contains(spelling),
+                "`{sub} --help` lacks {spelling}:\n{help}"
+            );
+        }
+    }
+}
+
+#[test]
+fn explain_takes_an_exec_trial_name_as_run_prints_it() {
+    let list = cprkit(
+        &[
+            "list",
+            "--vmm",
+            "exec:examples/exec-adapter/refvmm_adapter.py",
+            "--case",
+            "*memory-paused/no-fault",
+        ],
+        &[],
+    );
+    let name = String::from_utf8_lossy(&list.stdout).trim().to_string();
+    assert_eq!(
+        name,
+        "exec:examples/exec-adapter/refvmm_adapter.py::memory-paused/no-fault"
+    );
+    let o = cprkit(&["explain", &name], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("DONE-1"), "{}", text(&o));
+}

@@ -61,8 +61,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut names = vec!["refvmm".to_string()];
-    names.extend(RefVmm::mutants().iter().map(|(m, _)| format!("refvmm:{m}")));
+    let names = RefVmm::family();
     let mut adapters: Vec<Arc<dyn Adapter>> = match names.iter().map(|n| adapter_for(n)).collect() {
         Ok(a) => a,
         Err(e) => {

@@ -100,7 +100,8 @@ fn the_example_program_gives_the_outcomes_of_the_built_in_adapter() {
     let _one = serial();
     let builtin = adapter_for("refvmm").unwrap();
     let exec = adapter_for(EXAMPLE).unwrap();
-    assert_eq!(exec.name(), "exec:refvmm_adapter.py");
+    assert_eq!(exec.name(), EXAMPLE);
+    assert_eq!(exec.snapshot_dir(), "exec-refvmm_adapter.py");
 
     let t = Instant::now();
     let want = run(&builtin, None, 2);
@@ -170,7 +171,8 @@ fn through_the_command_line_a_mutant_is_caught_by_its_rule() {
     );
     assert_eq!(o.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("exec:refvmm_adapter.py::memory-running/no-fault") && text.contains("ORD-1"),
+        text.contains("exec:examples/exec-adapter/refvmm_adapter.py::memory-running/no-fault")
+            && text.contains("ORD-1"),
         "{text}"
     );
     assert!(text.contains("leak check: nothing left behind"), "{text}");

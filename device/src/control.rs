@@ -7,25 +7,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::device::Device;
+use crate::accept::{ACCEPT_POLL_MS, accept_timed};
 use crate::ledger::EntryKind;
 use crate::protocol::{MAX_WAIT_MS, Reply, Request};
-use crate::server::{ACCEPT_POLL_MS, accept_timed};
+use crate::registry::Registry;
 
 /// The longest request line accepted.
 const MAX_LINE: usize = 1 << 20;
 
 /// Accepts control clients until `stop`.
-pub fn accept_loop(listener: &UnixListener, device: &Arc<Device>, stop: &Arc<AtomicBool>) {
+pub fn accept_loop(listener: &UnixListener, registry: &Arc<Registry>, stop: &Arc<AtomicBool>) {
     let mut clients: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         match accept_timed(listener) {
             Ok(Some(stream)) => {
-                let device = Arc::clone(device);
+                let registry = Arc::clone(registry);
                 let stop = Arc::clone(stop);
                 match std::thread::Builder::new()
                     .name("cprkit-device-control-client".into())
-                    .spawn(move || serve_client(stream, &device, &stop))
+                    .spawn(move || serve_client(stream, &registry, &stop))
                 {
                     Ok(h) => clients.push(h),
                     Err(e) => eprintln!("cprkit-device: control client thread: {e}"),
@@ -45,7 +45,7 @@ pub fn accept_loop(listener: &UnixListener, device: &Arc<Device>, stop: &Arc<Ato
 }
 
 /// Serves one control client: a reply line per request line, until it leaves or `stop`.
-fn serve_client(stream: UnixStream, device: &Device, stop: &AtomicBool) {
+fn serve_client(stream: UnixStream, registry: &Registry, stop: &AtomicBool) {
     let poll = Duration::from_millis(u64::from(ACCEPT_POLL_MS));
     if let Err(e) = stream.set_read_timeout(Some(poll)) {
         eprintln!("cprkit-device: control client: {e}");
@@ -80,7 +80,7 @@ fn serve_client(stream: UnixStream, device: &Device, stop: &AtomicBool) {
             }
             Err(_) => return,
         }
-        let reply = answer(device, &line);
+        let reply = answer(registry, &line);
         line.clear();
         if writeln!(writer, "{}", encode(&reply)).is_err() {
             return;
@@ -94,7 +94,8 @@ fn encode(reply: &Reply) -> String {
 }
 
 /// Answers one request line.
-pub fn answer(device: &Device, line: &[u8]) -> Reply {
+pub fn answer(registry: &Registry, line: &[u8]) -> Reply {
+    let device = &registry.device;
     let text = String::from_utf8_lossy(line);
     let text = text.trim();
     if text.is_empty() {
@@ -106,7 +107,7 @@ pub fn answer(device: &Device, line: &[u8]) -> Reply {
     };
     match request {
         Request::State => Reply {
-            state: Some(device.state()),
+            state: Some(registry.state()),
             ..Reply::ok()
         },
         Request::Ledger { since } => Reply {
@@ -137,7 +138,7 @@ pub fn answer(device: &Device, line: &[u8]) -> Reply {
             let timeout = Duration::from_millis(timeout_ms.min(MAX_WAIT_MS));
             device.ledger.wait_change(since, timeout);
             Reply {
-                state: Some(device.state()),
+                state: Some(registry.state()),
                 ..Reply::ok()
             }
         }

@@ -1,13 +1,12 @@
-//! The device every connection shares: policy, ledger, armed faults, disk, the registry of
-//! connections, and who owns the device.
+//! The device every connection shares: policy, ledger, armed faults, disk, and who owns
+//! the device.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
-use crate::conn::Connection;
 use crate::disk::Disk;
 use crate::fault::FaultBook;
 use crate::ledger::{EntryKind, Ledger, OwnerChange};
-use crate::state::{DeviceState, Policy};
+use crate::state::Policy;
 
 /// An owner of the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +33,6 @@ pub struct Device {
     pub ledger: Ledger,
     pub faults: FaultBook,
     pub disk: Disk,
-    conns: Mutex<Vec<Arc<Connection>>>,
     /// Current owners, in the order they took the device.
     owners: Mutex<Vec<OwnerId>>,
 }
@@ -51,19 +49,8 @@ impl Device {
             ledger: Ledger::default(),
             faults: FaultBook::default(),
             disk: Disk::new(),
-            conns: Mutex::new(Vec::new()),
             owners: Mutex::new(Vec::new()),
         }
-    }
-
-    /// Registers an accepted connection.
-    pub fn add_conn(&self, conn: Arc<Connection>) {
-        lock(&self.conns).push(conn);
-    }
-
-    /// Every connection ever accepted.
-    pub fn conns(&self) -> Vec<Arc<Connection>> {
-        lock(&self.conns).clone()
     }
 
     /// Whether `conn` owns the device.
@@ -122,23 +109,5 @@ impl Device {
             );
         }
         released
-    }
-
-    /// The snapshot the control socket reports.
-    pub fn state(&self) -> DeviceState {
-        // First: a change while the rest is read makes the state newer than
-        // its version says, never older.
-        let version = self.ledger.version();
-        let conns = self
-            .conns()
-            .iter()
-            .map(|c| c.state(|| self.is_owner(c.id)))
-            .collect();
-        DeviceState {
-            policy: self.policy,
-            conns,
-            last_seq: self.ledger.last_seq(),
-            version,
-        }
     }
 }

@@ -5,10 +5,12 @@
 //!
 //! Modules: [`ledger`] (entries), [`state`] (policy, state snapshot), [`fault`] (armed
 //! faults), [`client`] (control client), [`protocol`] (control messages); the daemon itself
-//! in `server` (listeners), `session` (one connection's loop), `conn` (message handlers),
+//! in `server` (listeners), `accept` (binding, timed accept), `session` (one connection's
+//! loop), `conn` (message handlers), `registry` (the connections and the state snapshot),
 //! `device` (shared device, ownership), `ring` (virtqueue workers), `blk` (requests),
 //! `disk`, `memory` (guest memory), `control` (control server), `cli` (the process's main).
 
+mod accept;
 mod blk;
 pub mod boot;
 mod cli;
@@ -21,6 +23,7 @@ pub mod fault;
 pub mod ledger;
 mod memory;
 pub mod protocol;
+mod registry;
 mod ring;
 mod server;
 mod session;

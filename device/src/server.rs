@@ -2,31 +2,28 @@
 //! control socket, started together; `Daemon` stops both when dropped.
 
 use std::io;
-use std::os::fd::AsFd;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
+use crate::accept::{ACCEPT_POLL_MS, accept_timed, bind};
 use crate::conn::Connection;
 use crate::control;
 use crate::device::Device;
 use crate::ledger::EntryKind;
+use crate::registry::Registry;
 use crate::session;
 use crate::state::{DeviceState, Policy};
-
-/// How long an accept loop waits before looking at its stop flag again.
-pub(crate) const ACCEPT_POLL_MS: u16 = 100;
 
 /// An in-process daemon (threads). Dropping it stops serving, closes every connection and
 /// removes the socket files it created.
 #[derive(Debug)]
 pub struct Daemon {
-    device: Arc<Device>,
+    registry: Arc<Registry>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     sockets: Vec<PathBuf>,
@@ -35,59 +32,20 @@ pub struct Daemon {
 impl Daemon {
     /// The device's current state (as the control socket's `state` reports it).
     pub fn state(&self) -> DeviceState {
-        self.device.state()
+        self.registry.state()
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for conn in self.device.conns() {
-            conn.shutdown();
-        }
+        self.registry.shutdown_all();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
         for path in &self.sockets {
             let _ = std::fs::remove_file(path);
         }
-    }
-}
-
-/// Binds `path`, replacing a stale socket file (one nobody accepts on).
-fn bind(path: &Path) -> io::Result<UnixListener> {
-    match UnixListener::bind(path) {
-        Ok(l) => Ok(l),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{}: another daemon is listening", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-            UnixListener::bind(path)
-        }
-        Err(e) => Err(e),
-    }
-    .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", path.display())))
-}
-
-/// Waits up to one poll period for a connection; `None` on timeout.
-pub(crate) fn accept_timed(listener: &UnixListener) -> io::Result<Option<UnixStream>> {
-    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::from(ACCEPT_POLL_MS)) {
-        Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(None),
-        Ok(_) => {}
-        Err(e) => return Err(io::Error::from(e)),
-    }
-    match listener.accept() {
-        Ok((stream, _)) => {
-            stream.set_nonblocking(false)?;
-            Ok(Some(stream))
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
@@ -103,25 +61,25 @@ pub fn serve(socket: &Path, control: &Path, policy: Policy) -> io::Result<Daemon
     };
     vhost_listener.set_nonblocking(true)?;
     control_listener.set_nonblocking(true)?;
-    let device = Arc::new(Device::new(policy));
+    let registry = Arc::new(Registry::new(Arc::new(Device::new(policy))));
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     {
-        let device = Arc::clone(&device);
+        let registry = Arc::clone(&registry);
         let stop = Arc::clone(&stop);
         threads.push(
             std::thread::Builder::new()
                 .name("cprkit-device-accept".into())
-                .spawn(move || accept_loop(&vhost_listener, &device, &stop))?,
+                .spawn(move || accept_loop(&vhost_listener, &registry, &stop))?,
         );
     }
     {
-        let device = Arc::clone(&device);
+        let registry = Arc::clone(&registry);
         let stop = Arc::clone(&stop);
         threads.push(
             std::thread::Builder::new()
                 .name("cprkit-device-control".into())
-                .spawn(move || control::accept_loop(&control_listener, &device, &stop))?,
+                .spawn(move || control::accept_loop(&control_listener, &registry, &stop))?,
         );
     }
     eprintln!(
@@ -129,14 +87,15 @@ pub fn serve(socket: &Path, control: &Path, policy: Policy) -> io::Result<Daemon
         socket.display()
     );
     Ok(Daemon {
-        device,
+        registry,
         stop,
         threads,
         sockets: vec![socket.to_path_buf(), control.to_path_buf()],
     })
 }
 
-fn accept_loop(listener: &UnixListener, device: &Arc<Device>, stop: &AtomicBool) {
+fn accept_loop(listener: &UnixListener, registry: &Registry, stop: &AtomicBool) {
+    let device = &registry.device;
     let next_id = AtomicU32::new(1);
     let mut sessions: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
@@ -159,7 +118,7 @@ fn accept_loop(listener: &UnixListener, device: &Arc<Device>, stop: &AtomicBool)
             }
         };
         let conn = Arc::new(Connection::new(id, pid, Arc::clone(device), clone));
-        device.add_conn(Arc::clone(&conn));
+        registry.add(Arc::clone(&conn));
         device.ledger.push(Some(id), pid, EntryKind::Connect);
         eprintln!(
             "cprkit-device: conn {id} from pid {}",
@@ -174,9 +133,7 @@ fn accept_loop(listener: &UnixListener, device: &Arc<Device>, stop: &AtomicBool)
         }
         sessions.retain(|h| !h.is_finished());
     }
-    for conn in device.conns() {
-        conn.shutdown();
-    }
+    registry.shutdown_all();
     for handle in sessions {
         let _ = handle.join();
     }

@@ -46,8 +46,19 @@ fn exclusive_second_owner_without_reply_is_closed_then_takes_after_reset_owner()
         matches!(&set_owner[1].kind, EntryKind::Message { answer: Answer::Closed { why }, .. } if why.contains("busy"))
     );
 
-    // The first releases; a third connection takes it.
+    // The first releases (RESET_OWNER has no reply: the daemon's ledger says
+    // when it was handled, on the first's own thread); a third connection
+    // then takes it.
     first.fe.reset_owner().unwrap();
+    fx.wait_entry(|e| {
+        e.conn == Some(1)
+            && matches!(
+                e.kind,
+                EntryKind::Owner {
+                    change: OwnerChange::Release { .. }
+                }
+            )
+    });
     let mut third = Front::connect(&fx.socket);
     third.negotiate(true);
     third.fe.set_owner().expect("take after RESET_OWNER");

@@ -79,7 +79,7 @@ def command(req):
 
 
 def guest_probe():
-    # refvmm's layout (vmm-adapters/refvmm/src/lib.rs).
+    # refvmm's layout (refvmm/src/lib.rs).
     return {
         "ram_memfd_name": "cprkit-ram",
         "counter_offset": 0x1000,

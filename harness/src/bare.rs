@@ -55,10 +55,10 @@ pub fn handover(adapter: &dyn Adapter, root: &Path) -> Result<BareTimes, TrialEr
     let target = spawn(&target_spec)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     if !unixnet::wait_listening(&incoming.cpr, deadline, || !target.is_alive()) {
-        return Err(TrialError::Setup {
-            what: "the target never listened".into(),
-            log: "target.log".into(),
-        });
+        return Err(TrialError::setup(
+            "the target never listened",
+            &dir.join("target.log"),
+        ));
     }
     let _source = spawn(&source_spec)?;
     let mut src = adapter.connect(&source_spec, deadline, Box::new(|_| {}))?;
@@ -75,10 +75,10 @@ pub fn handover(adapter: &dyn Adapter, root: &Path) -> Result<BareTimes, TrialEr
             break;
         }
         if Instant::now() >= deadline {
-            return Err(TrialError::Setup {
-                what: "the target never ran".into(),
-                log: "target.log".into(),
-            });
+            return Err(TrialError::setup(
+                "the target never ran",
+                &dir.join("target.log"),
+            ));
         }
         std::thread::sleep(Duration::from_micros(200));
     }

@@ -45,7 +45,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use sendfd::SendWithFd;
 
-use crate::plan::Step;
+use crate::steps::Step;
 use crate::timeline::{Actor, Timeline, What};
 
 /// The two channels of a cpr-transfer.

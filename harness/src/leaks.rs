@@ -62,7 +62,7 @@ impl Leaks {
     pub fn check(before: &FdCensus, run_root: Option<&Path>) -> Leaks {
         let mut leaks = Leaks::default();
         for pid in LIVE.lock().expect("leak register").iter() {
-            let state = crate::process::proc_state(*pid)
+            let state = crate::procinfo::proc_state(*pid)
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "gone".into());
             leaks

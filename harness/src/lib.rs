@@ -1,9 +1,10 @@
 //! cprkit's engine: the parts that start VMMs, sit on their channels, inject
 //! faults, observe, and judge.
 //!
-//! - [`plan`]: steps, faults and fault points (the names used everywhere);
+//! - [`plan`]: fault points and the guest's state, with [`steps`] and
+//!   [`faults`] (each fault kind and how it is injected): the names used everywhere;
 //! - [`adapter`]: the contract a VMM wrapper meets;
-//! - [`process`], [`trialdir`], [`unixnet`], [`guestmem`]: processes, private
+//! - [`process`] and [`procinfo`], [`trialdir`], [`unixnet`], [`guestmem`]: processes, private
 //!   directories, socket readiness, and guest memory seen from outside;
 //! - [`interposer`]: the man in the middle on the cpr and main channels;
 //! - [`device`]: the kit's vhost device daemon in a trial;
@@ -16,6 +17,7 @@ pub mod adapter;
 pub mod bare;
 pub mod device;
 pub mod explain;
+pub mod faults;
 pub mod guestmem;
 pub mod interposer;
 pub mod launcher;
@@ -23,8 +25,10 @@ pub mod leaks;
 pub mod outcome;
 pub mod plan;
 pub mod process;
+pub mod procinfo;
 pub mod record;
 pub mod rules;
+pub mod steps;
 pub mod timeline;
 pub mod trial;
 pub mod trialdir;

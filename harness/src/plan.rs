@@ -1,7 +1,10 @@
-//! The vocabulary of a trial plan: the contract's steps, the fault kinds, and
-//! where a fault can be injected (a fault point is a fault at a step).
+//! The vocabulary of a trial plan: where a fault is injected (a fault point is
+//! a fault at a step) and the guest's state, with the parsing of every name of
+//! the plan. The steps themselves are [`crate::steps`], the fault kinds and how
+//! each is injected [`crate::faults`]; both are named here too, as one
+//! vocabulary.
 //!
-//! Names here are the stable spellings used in case files, trial names and
+//! Names are the stable spellings used in case files, trial names and
 //! reports (`kill-target@cpr-save`), so they are parsed and printed in one place.
 
 use std::fmt;
@@ -9,196 +12,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A step of cpr-transfer, in the order a correct VMM takes them (CONTRACT.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Step {
-    /// The target is started with a cpr channel and waits for the CPR state.
-    TargetListen,
-    /// The source VM is stopped (runstate `finish-migrate`).
-    SourceStop,
-    /// The source gives up every vhost device.
-    ReleaseOwner,
-    /// CPR state and fds cross the cpr channel: the cut-over point.
-    CprSave,
-    /// The target maps the passed fds and creates its devices.
-    TargetInit,
-    /// Device state on the main channel.
-    MainStream,
-    /// The target VM runs.
-    TargetResume,
-    /// The source reaches `postmigrate`.
-    SourceFinish,
-    /// Failure path: the source goes back to its prior runstate.
-    Cleanup,
-}
-
-impl Step {
-    pub const ALL: [Step; 9] = [
-        Step::TargetListen,
-        Step::SourceStop,
-        Step::ReleaseOwner,
-        Step::CprSave,
-        Step::TargetInit,
-        Step::MainStream,
-        Step::TargetResume,
-        Step::SourceFinish,
-        Step::Cleanup,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Step::TargetListen => "target-listen",
-            Step::SourceStop => "source-stop",
-            Step::ReleaseOwner => "release-owner",
-            Step::CprSave => "cpr-save",
-            Step::TargetInit => "target-init",
-            Step::MainStream => "main-stream",
-            Step::TargetResume => "target-resume",
-            Step::SourceFinish => "source-finish",
-            Step::Cleanup => "cleanup",
-        }
-    }
-}
-
-/// A malformed migrate request (rule ERR-1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BadRequest {
-    /// A `channels` list with only a cpr entry.
-    NoMainChannel,
-    /// A cpr channel whose address is not a UNIX socket.
-    NonUnixCpr,
-    /// The source's guest RAM is not shared (not in a memfd).
-    PrivateRam,
-}
-
-impl BadRequest {
-    pub const ALL: [BadRequest; 3] = [
-        BadRequest::NoMainChannel,
-        BadRequest::NonUnixCpr,
-        BadRequest::PrivateRam,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BadRequest::NoMainChannel => "no-main-channel",
-            BadRequest::NonUnixCpr => "non-unix-cpr",
-            BadRequest::PrivateRam => "private-ram",
-        }
-    }
-}
-
-/// A fault kind of the contract: the memory profile's, and the device faults
-/// of the profiles with a vhost device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Fault {
-    /// SIGKILL to the target.
-    KillTarget,
-    /// SIGKILL to the source.
-    KillSource,
-    /// SIGSTOP to the target; the kit then cancels on the source and continues the target.
-    HangTarget,
-    /// The VMM's own cancel (QMP `migrate_cancel`).
-    Cancel,
-    /// The interposer closes the cpr channel.
-    CprClose,
-    /// The interposer forwards the cpr bytes but not the fds.
-    CprDropFds,
-    /// The interposer closes the main channel.
-    MainClose,
-    /// The interposer flips the bytes of the held main-channel message.
-    MainCorrupt,
-    /// A malformed migrate request.
-    BadRequest(BadRequest),
-    /// The kit's device refuses the target's take-over (SET_OWNER) as busy.
-    DeviceBusy,
-    /// The kit's device refuses the source's release (its first ring stop or RESET_OWNER).
-    DeviceReleaseFail,
-    /// The kit's device drops the connection at the message (the source's release, the target's take-over).
-    DeviceDisconnect,
-    /// The kit's device answers that message late (DEVICE_DELAY).
-    DeviceDelay,
-}
-
-/// How late a `device-delay` answers.
-pub const DEVICE_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
-
-impl Fault {
-    /// Every fault kind (bad-request once per variant).
-    pub fn all() -> Vec<Fault> {
-        let mut v = vec![
-            Fault::KillTarget,
-            Fault::KillSource,
-            Fault::HangTarget,
-            Fault::Cancel,
-            Fault::CprClose,
-            Fault::CprDropFds,
-            Fault::MainClose,
-            Fault::MainCorrupt,
-        ];
-        v.extend(BadRequest::ALL.map(Fault::BadRequest));
-        v.extend(Fault::DEVICE);
-        v
-    }
-
-    /// The faults of the kit's vhost device.
-    pub const DEVICE: [Fault; 4] = [
-        Fault::DeviceBusy,
-        Fault::DeviceReleaseFail,
-        Fault::DeviceDisconnect,
-        Fault::DeviceDelay,
-    ];
-
-    /// Whether the fault is injected by the kit's vhost device (a profile with a device only).
-    pub fn needs_device(self) -> bool {
-        Fault::DEVICE.contains(&self)
-    }
-
-    /// The steps at which this fault can be injected at an exact point.
-    ///
-    /// A point is where the kit holds something: the target listening before
-    /// `migrate` (target-listen), the migrate request itself (source-stop), the
-    /// first fd-carrying message on the cpr channel (cpr-save), the target's close
-    /// of the cpr channel (target-init), the first source-to-target bytes on the
-    /// main channel (main-stream), the first target-to-source bytes on the main
-    /// channel (target-resume).
-    pub fn steps(self) -> &'static [Step] {
-        use Step::*;
-        match self {
-            Fault::KillTarget => &[TargetListen, CprSave, TargetInit, MainStream, TargetResume],
-            Fault::KillSource => &[CprSave, TargetInit, MainStream, TargetResume],
-            Fault::HangTarget => &[TargetListen, CprSave, TargetInit, MainStream, TargetResume],
-            Fault::Cancel => &[CprSave, TargetInit, MainStream, TargetResume],
-            Fault::CprClose => &[CprSave],
-            Fault::CprDropFds => &[CprSave],
-            Fault::MainClose => &[MainStream, TargetResume],
-            Fault::MainCorrupt => &[MainStream, TargetResume],
-            Fault::BadRequest(_) => &[SourceStop],
-            Fault::DeviceBusy => &[TargetInit],
-            Fault::DeviceReleaseFail => &[ReleaseOwner],
-            Fault::DeviceDisconnect | Fault::DeviceDelay => &[ReleaseOwner, TargetInit],
-        }
-    }
-
-    pub fn name(self) -> String {
-        match self {
-            Fault::KillTarget => "kill-target".into(),
-            Fault::KillSource => "kill-source".into(),
-            Fault::HangTarget => "hang-target".into(),
-            Fault::Cancel => "cancel".into(),
-            Fault::CprClose => "cpr-close".into(),
-            Fault::CprDropFds => "cpr-drop-fds".into(),
-            Fault::MainClose => "main-close".into(),
-            Fault::MainCorrupt => "main-corrupt".into(),
-            Fault::BadRequest(b) => format!("bad-request:{}", b.name()),
-            Fault::DeviceBusy => "device-busy".into(),
-            Fault::DeviceReleaseFail => "device-release-fail".into(),
-            Fault::DeviceDisconnect => "device-disconnect".into(),
-            Fault::DeviceDelay => "device-delay".into(),
-        }
-    }
-}
+pub use crate::faults::{BadRequest, DEVICE_DELAY, Fault};
+pub use crate::steps::Step;
 
 /// Where a trial injects its fault; `None` in a [`Trial`](crate::trial) means a
 /// fault-free handover.
@@ -211,18 +26,6 @@ pub struct FaultPoint {
 impl fmt::Display for FaultPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.fault.name(), self.step.name())
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name())
     }
 }
 

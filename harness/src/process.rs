@@ -6,7 +6,6 @@
 //! its pid cannot be reused) until [`VmmProcess`] is dropped and reaps it; a
 //! signal sent in between can never reach another process.
 
-use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -21,6 +20,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
 use crate::leaks;
+use crate::procinfo::{ExitInfo, proc_state};
 use crate::timeline::{Actor, Timeline, What};
 
 /// Has the child killed if the kit's thread that spawned it goes away
@@ -39,25 +39,6 @@ fn die_with_spawner(cmd: &mut Command) {
             }
             Ok(())
         });
-    }
-}
-
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitInfo {
-    Code(i32),
-    Signal(i32),
-}
-
-impl fmt::Display for ExitInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitInfo::Code(c) => write!(f, "exited (status {c})"),
-            ExitInfo::Signal(s) => {
-                let name = Signal::try_from(*s).map(|s| s.as_str()).unwrap_or("?");
-                write!(f, "exited (killed by {name})")
-            }
-        }
     }
 }
 
@@ -208,13 +189,6 @@ fn wait_exit_nowait(pid: Pid) -> ExitInfo {
             }
         }
     }
-}
-
-/// The state letter of /proc/PID/stat (R, S, T, Z, ...).
-pub fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    after.trim_start().chars().next()
 }
 
 #[cfg(test)]

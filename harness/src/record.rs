@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::adapter::{MigrationInfo, Role, VmEvent};
 use crate::device::{Backend, ConnState, DeviceState, LedgerEntry, Policy};
 use crate::plan::{Fault, FaultPoint, GuestState, Step};
-use crate::process::ExitInfo;
+use crate::procinfo::ExitInfo;
 use crate::timeline::{Actor, Entry, What};
 
 /// How the migrate command was answered.

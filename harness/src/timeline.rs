@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::adapter::{Role, VmEvent};
-use crate::plan::Step;
-use crate::process::ExitInfo;
+use crate::procinfo::ExitInfo;
+use crate::steps::Step;
 
 /// Who an entry comes from; the order here is the order within an epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -3,7 +3,7 @@
 //! A small VMM process: guest RAM in a memfd, a vCPU thread running a guest
 //! workload that writes sequence-numbered records into guest RAM, a QMP monitor
 //! on a UNIX socket, and cpr-transfer (source and target side) in the order the
-//! contract (`CONTRACT.md`) prescribes. Named [`MUTANTS`] turn on real bugs, so
+//! contract (docs/contract.md) prescribes. Named [`MUTANTS`] turn on real bugs, so
 //! the kit can prove that each of its checks catches something.
 //!
 //! The guest RAM layout below is a contract with the kit, which reads guest RAM

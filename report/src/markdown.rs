@@ -71,7 +71,7 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "| Contract | version {} (CONTRACT.md) |",
+        "| Contract | version {} (docs/contract.md) |",
         cell(&r.contract_version)
     );
     let _ = writeln!(

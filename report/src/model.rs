@@ -119,7 +119,7 @@ impl RuleVerdict {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleSummary {
     pub id: String,
-    /// The MUST text, as in CONTRACT.md.
+    /// The MUST text, as in docs/contract.md.
     pub text: String,
     pub verdict: RuleVerdict,
     pub passed_in: usize,

@@ -29,8 +29,8 @@ pub struct Cli {
 
 #[derive(Debug, clap::Args)]
 pub struct Select {
-    /// The VMM under test: refvmm (default), refvmm:MUTANT. Repeat for several.
-    #[arg(long = "vmm", default_value = "refvmm")]
+    /// The VMM under test (repeat for several).
+    #[arg(long = "vmm", default_value = "refvmm", long_help = vmm_help_repeat())]
     vmm: Vec<String>,
     /// Keep the trials whose case name or full trial name matches this glob.
     #[arg(long = "case")]
@@ -79,7 +79,7 @@ enum Command {
         #[command(flatten)]
         select: Select,
         /// Trials run at once.
-        #[arg(long, short = 'j', default_value_t = default_jobs())]
+        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
         jobs: usize,
         /// Keep each trial's directory (sockets, logs).
         #[arg(long)]
@@ -93,8 +93,8 @@ enum Command {
     /// skip, no known violation excused; writes the bundle to --out.
     /// Exit 0: certified; 1: not certified; 2: usage or environment error.
     Certify {
-        /// The VMM under test, as for `run` (refvmm, refvmm:MUTANT).
-        #[arg(long)]
+        /// The VMM under test.
+        #[arg(long, long_help = cprkit_adapters::vmm_help())]
         vmm: String,
         /// The profile to certify: memory, vhost-user or vhost-kernel.
         #[arg(long)]
@@ -103,7 +103,7 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         /// Trials run at once.
-        #[arg(long, short = 'j', default_value_t = default_jobs())]
+        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
         jobs: usize,
         /// Keep each trial's directory (sockets, logs).
         #[arg(long)]
@@ -111,7 +111,8 @@ enum Command {
     },
     /// Run one trial and draw its timeline as two columns, SOURCE and TARGET.
     Explain {
-        /// A full trial name, e.g. refvmm::memory-running/kill-target@cpr-save.
+        /// A full trial name as `run` and `list` print it, e.g.
+        /// refvmm::memory-running/kill-target@cpr-save.
         trial: String,
         /// Keep the trial's directory (sockets, logs).
         #[arg(long)]
@@ -120,7 +121,7 @@ enum Command {
     /// Every refvmm mutant against the matrix: which rules caught it.
     Selftest {
         /// Trials run at once.
-        #[arg(long, short = 'j', default_value_t = default_jobs())]
+        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
         jobs: usize,
         /// Only the trials whose case name or full trial name matches this glob.
         #[arg(long = "case")]
@@ -128,16 +129,29 @@ enum Command {
     },
     /// Time the full refvmm matrix and one bare handover, side by side.
     Bench {
-        /// The VMM to time: refvmm (default), refvmm:MUTANT, qemu, exec:PROGRAM.
-        #[arg(long, default_value = "refvmm")]
+        /// The VMM to time.
+        #[arg(long, default_value = "refvmm", long_help = cprkit_adapters::vmm_help())]
         vmm: String,
         /// Trials run at once in the matrix.
-        #[arg(long, short = 'j', default_value_t = default_jobs())]
+        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
         jobs: usize,
         /// Bare handovers and fault-free trials to time (the median is reported).
         #[arg(long, default_value_t = 10)]
         samples: usize,
     },
+}
+
+fn vmm_help_repeat() -> String {
+    format!("{} Repeat --vmm for several.", cprkit_adapters::vmm_help())
+}
+
+/// `--jobs N`: at least one trial at a time.
+fn parse_jobs(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (trials run at once)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn default_jobs() -> usize {

@@ -17,8 +17,7 @@ use super::run::run_with_progress;
 use super::{adapters, load_cases};
 
 pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
-    let mut names = vec!["refvmm".to_string()];
-    names.extend(RefVmm::mutants().iter().map(|(m, _)| format!("refvmm:{m}")));
+    let names = RefVmm::family();
     let cases = load_cases()?;
     let planned = plan(&adapters(&names)?, &cases, case);
     let before = FdCensus::take();

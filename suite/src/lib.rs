@@ -1,4 +1,6 @@
-//! cprkit's case files and the trial matrix built from them.
+//! cprkit's suite: the case file format, the trial matrix built from the
+//! cases, the trial runner ([`runner`]) and the known-violation lists
+//! ([`known`]).
 //!
 //! A *case* says what to hand over (a [`Profile`] and the guest's state) and under
 //! which faults (its fault points). The conformance runner crosses every case
@@ -8,36 +10,14 @@
 //!
 //! # The case file format
 //!
-//! A case is one TOML file. Its name is the file stem
+//! A case is one TOML file; its name is the file stem
 //! (`cases/memory-running.toml` is the case `memory-running`). Case files are
-//! found recursively under the cases directory ([`cases_dir`]), so
-//! `cases/regressions/*.toml` are cases too; case names must be unique across
-//! the whole tree, and [`load_dir`] returns the cases sorted by name.
-//!
-//! ```toml
-//! description = "A running guest handed over with memfd RAM only, under every fault of the profile."
-//! profile = "memory"       # required: memory | vhost-user | vhost-kernel
-//! guest = "running"        # required: running | paused
-//! points = "all"           # required: "all", or a list of "no-fault" and FAULT@STEP
-//! settle-ms = 1000         # optional, 50..=60000, default 1000
-//! regression = "..."       # optional: the bug this case guards
-//! ```
-//!
-//! | key | required | meaning |
-//! |---|---|---|
-//! | `description` | no (default empty) | one sentence: what the case hands over and why |
-//! | `profile` | yes | `memory` (memfd RAM only), `vhost-user` or `vhost-kernel`; only `memory` is runnable today, the others parse but [`Case::runnable`] says why they do not run |
-//! | `guest` | yes | the guest's state when the migrate command comes: `running` or `paused` |
-//! | `points` | yes | `"all"`: the fault-free handover, then every [`FaultPoint::all`]; or a list of `"no-fault"` and `FAULT@STEP` strings (`["no-fault", "kill-target@cpr-save"]`), run in the order written |
-//! | `settle-ms` | no (default 1000) | the bound, in milliseconds, for the rules that say "within a bounded time"; 50 to 60000 |
-//! | `regression` | no | free text: the bug this case guards (for regression cases) |
-//!
-//! Unknown keys are errors, a point listed twice is an error, and an empty list
-//! is an error (a case must run something).
-//!
-//! Files that are not cases: `Cargo.toml`, and anything under a directory named
-//! `src`, `tests` or `target` or whose name starts with `.` (the cases directory
-//! is also this crate's directory).
+//! found recursively under the cases directory ([`cases_dir`]), which holds
+//! only case data: every `*.toml` under it is a case (hidden directories
+//! aside), and case names must be unique across the tree. [`load_dir`]
+//! returns the cases sorted by name. The keys, their values and what each
+//! means are documented once, in docs/writing-a-case.md; [`Case`] is their
+//! parser.
 //!
 //! # Errors
 //!

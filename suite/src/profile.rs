@@ -1,11 +1,11 @@
-//! The profiles a case can name (CONTRACT.md, "Profiles").
+//! The profiles a case can name (docs/contract.md, "Profiles").
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::Deserialize;
 
-/// What the handed-over VM has besides its memfd RAM (CONTRACT.md, "Profiles").
+/// What the handed-over VM has besides its memfd RAM (docs/contract.md, "Profiles").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {

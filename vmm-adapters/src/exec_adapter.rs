@@ -54,6 +54,8 @@ const JOIN_BOUND: Duration = Duration::from_secs(1);
 /// A VMM driven by an external program.
 pub struct ExecAdapter {
     name: String,
+    /// `exec-FILE`: the program's file name (a path has no place in a folder name).
+    snapshot_dir: String,
     program: PathBuf,
     timeout: Duration,
     probe: OnceLock<GuestProbe>,
@@ -66,18 +68,21 @@ impl ExecAdapter {
     /// else a name looked up on `PATH`.
     pub fn new(program: &str) -> Result<Self, VmmError> {
         let path = resolve(program)?;
-        let file = Path::new(program)
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_else(|| program.to_string());
-        if file.contains("::") {
+        if program.contains("::") {
             // It would end the VMM part of trial names (`VMM::CASE/POINT`).
             return Err(VmmError::Environment(format!(
                 "exec adapter `{program}`: a program name must not contain `::`"
             )));
         }
+        let file = Path::new(program)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| program.to_string());
         Ok(ExecAdapter {
-            name: format!("exec:{file}"),
+            // The program as the user named it, so that every trial name
+            // `run` prints can be given back to `explain`.
+            name: format!("exec:{program}"),
+            snapshot_dir: format!("exec-{file}"),
             program: path,
             timeout: REQUEST_TIMEOUT,
             probe: OnceLock::new(),
@@ -237,6 +242,10 @@ fn log_path(spec: &LaunchSpec, kind: Kind) -> PathBuf {
 impl Adapter for ExecAdapter {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn snapshot_dir(&self) -> String {
+        self.snapshot_dir.clone()
     }
 
     /// As the program first named it (in a reply to `hello` or `connect`).

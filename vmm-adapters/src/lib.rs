@@ -21,12 +21,43 @@ pub use exec_adapter::ExecAdapter;
 pub use qemu_adapter::Qemu;
 pub use refvmm_adapter::RefVmm;
 
+/// Every spelling `--vmm` takes, with what it names: the one list the help
+/// texts and the errors are made from.
+pub const VMM_SPELLINGS: &[(&str, &str)] = &[
+    ("refvmm", "the kit's reference VMM, the default"),
+    ("refvmm:MUTANT", "refvmm with one of its named bugs"),
+    ("qemu", "QEMU 10.0+, the qemu-system-x86_64 on PATH"),
+    ("qemu:PATH", "QEMU 10.0+ at PATH"),
+    (
+        "exec:PROGRAM",
+        "a VMM driven by an adapter program of your own, over the cprkit-exec protocol",
+    ),
+];
+
+/// The help text of a `--vmm` option: every spelling, and the mutants.
+pub fn vmm_help() -> String {
+    let spellings = VMM_SPELLINGS
+        .iter()
+        .map(|(s, what)| format!("{s}: {what}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mutants = RefVmm::mutants()
+        .iter()
+        .map(|(m, _)| *m)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("The VMM under test. {spellings}. refvmm's mutants: {mutants}.")
+}
+
+fn spellings() -> String {
+    let names: Vec<&str> = VMM_SPELLINGS.iter().map(|(s, _)| *s).collect();
+    names.join(", ")
+}
+
 /// Why a `--vmm` value names no adapter.
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
-    #[error(
-        "unknown VMM `{0}`: use refvmm, refvmm:MUTANT, qemu, qemu:/path/to/qemu-system-x86_64 or exec:PROGRAM"
-    )]
+    #[error("unknown VMM `{0}`: use one of {known}", known = spellings())]
     Unknown(String),
     #[error("unknown refvmm mutant `{name}` (known: {known})")]
     UnknownMutant { name: String, known: String },

@@ -4,7 +4,7 @@
 //! The guest is the kit's own counting firmware ([`crate::firmware`]), run
 //! under TCG on a q35 machine whose 64 MiB of RAM is a memfd memory backend
 //! (`ram0`, with `aux-ram-share=on` so that QEMU's ROMs are memfds too, as
-//! cpr-transfer requires). The command lines are those of `QEMU.md`:
+//! cpr-transfer requires). The command lines:
 //!
 //! ```text
 //! qemu-system-x86_64 -nodefaults -nographic -accel tcg

@@ -91,6 +91,14 @@ impl RefVmm {
     pub fn mutants() -> &'static [(&'static str, &'static str)] {
         refvmm::MUTANTS
     }
+
+    /// The `--vmm` values of refvmm and every mutant, correct refvmm first:
+    /// what `selftest` and the conformance runner cross with the cases.
+    pub fn family() -> Vec<String> {
+        std::iter::once("refvmm".to_string())
+            .chain(Self::mutants().iter().map(|(m, _)| format!("refvmm:{m}")))
+            .collect()
+    }
 }
 
 impl Adapter for RefVmm {

@@ -1,8 +1,8 @@
 //! The kit's vhost device in a trial: starting the device backend (the
 //! kit's daemon, crate `cprkit-device`, or qemu-storage-daemon) in the trial
-//! directory, and reading the daemon's state and ledger; `faults` turns a
-//! trial's device fault point into what the daemon is armed with, `words`
-//! its ledger into lines for the timeline and snapshots.
+//! directory, and reading the daemon's state and ledger; `words` turns its
+//! ledger into lines for the timeline and snapshots. (What the daemon is armed
+//! with for a device fault is [`crate::faults::device_fault`].)
 //!
 //! The daemon stamps its ledger with CLOCK_MONOTONIC, the clock of
 //! [`std::time::Instant`] on Linux, so its entries fall into the trial's
@@ -17,15 +17,14 @@ pub use cprkit_device::ledger::{Answer, EntryKind, LedgerEntry, OwnerChange};
 pub use cprkit_device::state::{ConnState, DeviceState, Policy};
 
 use crate::launcher::Helper;
-use crate::process::{ExitInfo, VmmProcess};
+use crate::process::VmmProcess;
+use crate::procinfo::ExitInfo;
 use crate::timeline::{Actor, Timeline};
 use crate::trialdir::TrialDir;
 use crate::unixnet;
 
-mod faults;
 mod words;
 
-pub use faults::fault_for;
 pub use words::{owner_label, timeline_label};
 
 /// The first argument with which a hosting program runs the device daemon.

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::record::TrialRecord;
 
-/// The contract version these checkers implement (CONTRACT.md).
+/// The contract version these checkers implement (docs/contract.md).
 pub const CONTRACT_VERSION: &str = "1.0";
 
 /// A rule's outcome in one trial.
@@ -75,7 +75,7 @@ pub(crate) fn ms(d: std::time::Duration) -> String {
 /// A rule of the contract.
 pub struct Rule {
     pub id: &'static str,
-    /// The MUST text, as in CONTRACT.md.
+    /// The MUST text, as in docs/contract.md.
     pub text: &'static str,
     pub check: fn(&TrialRecord) -> Verdict,
     /// The rule is about vhost devices: it applies to profiles with one only.

@@ -14,7 +14,7 @@ use rstest::rstest;
 use super::{Rule, Status, Verdict, judge, rule, rules_for};
 use crate::adapter::{MigrationInfo, VmEvent};
 use crate::plan::{BadRequest, Fault, FaultPoint, GuestState, Step};
-use crate::process::ExitInfo;
+use crate::procinfo::ExitInfo;
 use crate::record::{CancelObs, CutOver, MigrateReply, ProcEnd, TargetInit, TrialRecord};
 use crate::timeline::{Actor, Entry, What};
 

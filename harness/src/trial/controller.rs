@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use crate::adapter::{
     Adapter, AdapterError, Incoming, LaunchSpec, MigrateRequest, Monitor, Role, VmEvent,
 };
+use crate::faults::{Fault, Injection};
 use crate::guestmem::GuestRam;
 use crate::interposer::{self, Directive, Held, Interposer};
-use crate::plan::{BadRequest, Fault, GuestState, Step};
+use crate::plan::{BadRequest, GuestState, Step};
 use crate::process::VmmProcess;
 use crate::record::{MigrateReply, TrialRecord};
 use crate::timeline::{Actor, Timeline, What};
@@ -62,8 +63,8 @@ impl<'a> Controller<'a> {
     }
 
     pub(super) fn bad_request(&self) -> Option<BadRequest> {
-        match self.spec.point.map(|p| p.fault) {
-            Some(Fault::BadRequest(b)) => Some(b),
+        match self.spec.point.map(|p| p.fault.injection()) {
+            Some(Injection::Request(b)) => Some(b),
             _ => None,
         }
     }
@@ -152,10 +153,10 @@ impl<'a> Controller<'a> {
         });
         self.target = Some(target);
         if !listening {
-            return Err(TrialError::Setup {
-                what: "the target never listened on its cpr socket".into(),
-                log: self.log(Role::Target),
-            });
+            return Err(TrialError::setup(
+                "the target never listened on its cpr socket",
+                Path::new(&self.log(Role::Target)),
+            ));
         }
 
         // The source, its monitor, its guest running or paused.
@@ -201,17 +202,8 @@ impl<'a> Controller<'a> {
 
         // target-listen: the last moment before the migrate command.
         self.barrier_point(Step::TargetListen, "target listening");
-        match self.fault_at(Step::TargetListen) {
-            Some(Fault::KillTarget) => {
-                self.inject();
-                self.kill(Role::Target);
-            }
-            Some(Fault::HangTarget) => {
-                self.inject();
-                self.freeze_target();
-                self.hang_pending = true;
-            }
-            _ => {}
+        if let Some(fault) = self.fault_at(Step::TargetListen) {
+            self.inject_before_migrate(fault);
         }
 
         self.arm_device();
@@ -261,10 +253,10 @@ impl<'a> Controller<'a> {
             match GuestRam::open(pid, &probe) {
                 Ok(r) => return Ok(r),
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(TrialError::Setup {
-                        what: format!("guest RAM: {e}"),
-                        log: self.log(Role::Source),
-                    });
+                    return Err(TrialError::setup(
+                        format!("guest RAM: {e}"),
+                        Path::new(&self.log(Role::Source)),
+                    ));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
@@ -276,10 +268,10 @@ impl<'a> Controller<'a> {
         let deadline = Instant::now() + STARTUP;
         while ram.counter().unwrap_or(0) == 0 {
             if Instant::now() >= deadline {
-                return Err(TrialError::Setup {
-                    what: "the guest counter never moved".into(),
-                    log: self.log(Role::Source),
-                });
+                return Err(TrialError::setup(
+                    "the guest counter never moved",
+                    Path::new(&self.log(Role::Source)),
+                ));
             }
             std::thread::sleep(Duration::from_millis(1));
         }

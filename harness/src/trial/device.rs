@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::adapter::Role;
 use crate::device::{self, DeviceDaemon, DeviceState, EntryKind, Trigger};
+use crate::faults;
 use crate::record::DeviceObs;
 use crate::timeline::{Actor, What};
 
@@ -40,10 +41,8 @@ impl Controller<'_> {
         let Some(d) = self.device.as_mut().filter(|d| d.observable()) else {
             return Ok(());
         };
-        let setup_err = |what: String| TrialError::Setup {
-            what,
-            log: self.dir.join("source.log").display().to_string(),
-        };
+        let source_log = self.dir.join("source.log");
+        let setup_err = |what: String| TrialError::setup(what, &source_log);
         let deadline = Instant::now() + STARTUP;
         let taken = |st: &DeviceState| {
             st.conns
@@ -81,7 +80,7 @@ impl Controller<'_> {
         };
         let before = d.state();
         let fault = match (point, pids) {
-            (Some(p), (Some(s), Some(t))) => device::fault_for(p, s, t),
+            (Some(p), (Some(s), Some(t))) => faults::device_fault(p.fault, p.step, s, t),
             _ => None,
         };
         let armed = fault.map(|f| d.arm(&f).map(|()| f));

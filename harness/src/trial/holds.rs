@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use crate::adapter::{AdapterError, Role};
+use crate::faults::{ChannelAct, Fault, Injection, Victim};
 use crate::guestmem::{GuestRam, mapped_memfd_inodes};
 use crate::interposer::{Dir, Directive, Held};
-use crate::plan::{Fault, Step};
+use crate::plan::Step;
 use crate::record::{CancelObs, CutOver, TargetInit};
 use crate::timeline::{Actor, What};
 
@@ -94,6 +95,26 @@ impl Controller<'_> {
         directive
     }
 
+    /// Injects a fault at target-listen, the kit's hold before the migrate
+    /// command (the target listens; nothing has crossed yet).
+    pub(super) fn inject_before_migrate(&mut self, fault: Fault) {
+        self.inject();
+        match fault.injection() {
+            Injection::Kill(victim) => self.kill(role_of(victim)),
+            // The cancel comes at the next hold, once the migration runs.
+            Injection::HangTarget => {
+                self.freeze_target();
+                self.hang_pending = true;
+            }
+            Injection::Cancel => self.cancel(Step::TargetListen),
+            // No channel carries anything yet; the request and the device
+            // faults are made elsewhere.
+            Injection::Channel(_) | Injection::Request(_) | Injection::Device(_) => {}
+        }
+    }
+
+    /// Injects `fault` at the held message `h`: what [`Fault::injection`] says,
+    /// and what then becomes of the message.
     pub(super) fn inject_at_hold(&mut self, fault: Fault, h: Held) -> Directive {
         // A killed sender never sent the held message.
         let sender = if h.dir == Dir::ToTarget {
@@ -101,13 +122,9 @@ impl Controller<'_> {
         } else {
             Role::Target
         };
-        match fault {
-            Fault::KillTarget | Fault::KillSource => {
-                let role = if fault == Fault::KillTarget {
-                    Role::Target
-                } else {
-                    Role::Source
-                };
+        match fault.injection() {
+            Injection::Kill(victim) => {
+                let role = role_of(victim);
                 // A source that reported completion had sent what is held.
                 let sent = role == Role::Source && self.source_terminal();
                 self.kill(role);
@@ -117,25 +134,22 @@ impl Controller<'_> {
                     Directive::Forward
                 }
             }
-            Fault::HangTarget => {
+            Injection::HangTarget => {
                 self.freeze_target();
                 self.cancel(h.step);
                 self.thaw_target();
                 Directive::Forward
             }
-            Fault::Cancel => {
+            Injection::Cancel => {
                 self.cancel(h.step);
                 Directive::Forward
             }
-            Fault::CprClose | Fault::MainClose => Directive::Close,
-            Fault::CprDropFds => Directive::DropFds,
-            Fault::MainCorrupt => Directive::Corrupt,
-            Fault::BadRequest(_) => Directive::Forward,
-            // Armed in the device before the migrate command, never at a hold.
-            Fault::DeviceBusy
-            | Fault::DeviceReleaseFail
-            | Fault::DeviceDisconnect
-            | Fault::DeviceDelay => Directive::Forward,
+            Injection::Channel(ChannelAct::Close) => Directive::Close,
+            Injection::Channel(ChannelAct::DropFds) => Directive::DropFds,
+            Injection::Channel(ChannelAct::Corrupt) => Directive::Corrupt,
+            // Made in the migrate request, or armed in the device before the
+            // migrate command: never at a hold.
+            Injection::Request(_) | Injection::Device(_) => Directive::Forward,
         }
     }
 
@@ -246,5 +260,13 @@ impl Controller<'_> {
             monitor: true,
             mapped_inodes,
         });
+    }
+}
+
+/// The VMM an injection acts on.
+pub(super) fn role_of(victim: Victim) -> Role {
+    match victim {
+        Victim::Source => Role::Source,
+        Victim::Target => Role::Target,
     }
 }

@@ -61,12 +61,43 @@ pub enum TrialError {
     },
     #[error("{0}")]
     Adapter(#[from] AdapterError),
-    #[error("{what} (see {log})")]
+    /// A step outside the test failed; `log` names the VMM's log and quotes
+    /// its last lines (the trial directory is gone after the run unless kept).
+    #[error("{what} ({log})")]
     Setup { what: String, log: String },
     #[error("interposer: {0}")]
     Interposer(std::io::Error),
     #[error("{0}")]
     Device(#[from] DeviceError),
+}
+
+impl TrialError {
+    /// A set-up failure, with the last lines of `log` quoted: the trial
+    /// directory that holds the log is removed after the run unless kept.
+    pub fn setup(what: impl Into<String>, log: &std::path::Path) -> Self {
+        TrialError::Setup {
+            what: what.into(),
+            log: log_tail(log),
+        }
+    }
+}
+
+/// How many of a log's last lines a set-up error quotes.
+const LOG_TAIL_LINES: usize = 5;
+
+/// `NAME, last lines: ...` of a log file, or `NAME is empty`.
+fn log_tail(log: &std::path::Path) -> String {
+    let name = log
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| log.display().to_string());
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return format!("{name} is empty");
+    }
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    format!("{name}, last lines: {}", tail.join(" | "))
 }
 
 /// The time the kit holds the first fds to see whether the guest still runs.
@@ -122,4 +153,28 @@ struct Controller<'a> {
     /// A hang-target fault waiting for its cancel at the next hold.
     hang_pending: bool,
     record: TrialRecord,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setup_error_quotes_the_log_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("source.log");
+        std::fs::write(
+            &log,
+            "one\ntwo\n\nthree\nfour\nfive\nsix\nqemu: bad thing\n",
+        )
+        .unwrap();
+        let e = TrialError::setup("the guest counter never moved", &log);
+        drop(dir);
+        assert_eq!(
+            e.to_string(),
+            "the guest counter never moved (source.log, last lines: three | four | five | six | qemu: bad thing)"
+        );
+        let gone = TrialError::setup("x", std::path::Path::new("/nonexistent/target.log"));
+        assert_eq!(gone.to_string(), "x (target.log is empty)");
+    }
 }

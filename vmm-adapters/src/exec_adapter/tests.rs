@@ -77,7 +77,8 @@ read l; echo '{{"id":6,"ok":false,"error":{{"kind":"monitor","message":"lost it"
 cat >/dev/null"#
         ),
     );
-    assert_eq!(a.name(), "exec:good");
+    assert_eq!(a.name(), format!("exec:{}", a.program().display()));
+    assert_eq!(a.snapshot_dir(), "exec-good");
     let (mut m, seen) = connect(&a, &s);
     assert_eq!(m.runstate().unwrap(), "paused");
     assert_eq!(*seen.lock().unwrap(), ["STOP", "MIGRATION setup"]);
