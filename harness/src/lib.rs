@@ -5,6 +5,7 @@
 //! - [`adapter`]: the contract a VMM wrapper meets, and [`qmp_monitor`], the QMP one;
 //! - [`process`], [`trialdir`], [`unixnet`], [`guestmem`]: processes, private
 //!   directories, socket readiness, and guest memory seen from outside;
+//!   [`runowner`]: who owns a run directory, and removing those of kits gone;
 //! - [`interposer`]: the man in the middle on the cpr and main channels;
 //! - [`device`]: the kit's vhost device daemon in a trial;
 //! - [`timeline`] and [`record`]: what a trial observed;
@@ -26,6 +27,7 @@ pub mod process;
 pub mod qmp_monitor;
 pub mod record;
 pub mod rules;
+pub mod runowner;
 pub mod timeline;
 pub mod trial;
 pub mod trialdir;
