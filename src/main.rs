@@ -1,7 +1,8 @@
 //! `cprkit`: the command line of the cpr-transfer conformance kit.
 //!
 //! Exit status: 0 when every outcome is as expected, 1 when one is not, 2 for a
-//! usage or environment error (with a message that says what to do).
+//! usage or environment error (with a message that says what to do), 130 or
+//! 143 when SIGINT or SIGTERM stopped the trials (`cli::interrupt`).
 
 mod cli;
 

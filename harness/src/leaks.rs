@@ -17,6 +17,21 @@ pub(crate) fn unregister_process(pid: i32) {
     LIVE.lock().expect("leak register").remove(&pid);
 }
 
+/// SIGKILLs the process group of every process the kit spawned and has not
+/// reaped yet, and says how many: for a kit that quits with trials still in
+/// flight (their own teardown would do it, but they are not waited for). A
+/// registered process is unreaped, so its pid, and its group's, still name it.
+pub fn kill_registered() -> usize {
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    for pid in live.iter() {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    live.len()
+}
+
 /// The kit's own fds, by kind, at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FdCensus {
@@ -57,7 +72,8 @@ pub struct Leaks {
 
 impl Leaks {
     /// Checks that no spawned process remains (alive or unreaped), nothing is
-    /// left under `run_root` (the directory holding the trial directories), and
+    /// left under `run_root` (the directory holding the trial directories) but
+    /// its owner file, and
     /// the kit holds no more memfds or sockets than `before`.
     pub fn check(before: &FdCensus, run_root: Option<&Path>) -> Leaks {
         let mut leaks = Leaks::default();
@@ -73,7 +89,11 @@ impl Leaks {
         if let Some(root) = run_root
             && let Ok(dir) = fs::read_dir(root)
         {
-            leaks.paths.extend(dir.flatten().map(|e| e.path()));
+            leaks.paths.extend(
+                dir.flatten()
+                    .filter(|e| e.file_name() != crate::runowner::OWNER_FILE)
+                    .map(|e| e.path()),
+            );
         }
         let now = FdCensus::take();
         leaks.memfds = now.memfds.saturating_sub(before.memfds);

@@ -6,6 +6,7 @@
 //! - [`adapter`]: the contract a VMM wrapper meets;
 //! - [`process`] and [`procinfo`], [`trialdir`], [`unixnet`], [`guestmem`]: processes, private
 //!   directories, socket readiness, and guest memory seen from outside;
+//!   [`runowner`]: who owns a run directory, and removing those of kits gone;
 //! - [`interposer`]: the man in the middle on the cpr and main channels;
 //! - [`device`]: the kit's vhost device daemon in a trial;
 //! - [`timeline`] and [`record`]: what a trial observed;
@@ -28,6 +29,7 @@ pub mod process;
 pub mod procinfo;
 pub mod record;
 pub mod rules;
+pub mod runowner;
 pub mod steps;
 pub mod timeline;
 pub mod trial;

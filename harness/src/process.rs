@@ -24,10 +24,11 @@ use crate::procinfo::{ExitInfo, proc_state};
 use crate::timeline::{Actor, Timeline, What};
 
 /// Has the child killed if the kit's thread that spawned it goes away
-/// without cleaning up (a Ctrl-C reaches the kit's process group only, since
-/// each VMM has its own; a killed test runner): PR_SET_PDEATHSIG, then a
-/// check that the parent is still there (it may have died before the prctl).
-fn die_with_spawner(cmd: &mut Command) {
+/// without cleaning up (a kit killed with SIGKILL; a Ctrl-C reaches the kit's
+/// process group only, since each VMM has its own; a killed test runner):
+/// PR_SET_PDEATHSIG, then a check that the parent is still there (it may have
+/// died before the prctl). The thread must outlive the child: a trial's.
+pub fn die_with_spawner(cmd: &mut Command) {
     let parent = nix::unistd::getpid();
     // SAFETY: between fork and exec the child only makes async-signal-safe
     // system calls (prctl, getppid, kill on itself).
@@ -168,10 +169,12 @@ impl Drop for VmmProcess {
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
+        // Out of the register before the pid is freed: leaks::kill_registered
+        // never signals a pid that may name another process.
+        leaks::unregister_process(self.pid.as_raw());
         if let Some(mut child) = self.child.take() {
             let _ = child.wait();
         }
-        leaks::unregister_process(self.pid.as_raw());
     }
 }
 

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 
+use crate::runowner::{Owner, RUN_PREFIX};
+
 /// A directory builder whose directories are 0700 whatever the umask.
 fn private() -> tempfile::Builder<'static, 'static> {
     let mut b = tempfile::Builder::new();
@@ -66,20 +68,40 @@ impl TrialDir {
     }
 }
 
-/// The directory a run puts its trial directories in (0700, removed at the end).
+/// The directory a run puts its trial directories in (0700, removed at the
+/// end): `cprkit-run-PID-XXXXXX` in the temp directory, its owner named in it
+/// (see [`runowner`](crate::runowner)) so that a later run can remove it should
+/// this one be killed before it could.
 pub struct RunRoot {
     dir: TempDir,
 }
 
 impl RunRoot {
     pub fn new() -> io::Result<Self> {
-        Ok(RunRoot {
-            dir: private().prefix("cprkit-run-").tempdir()?,
-        })
+        let owner = Owner::me()?;
+        let dir = private()
+            .prefix(&format!("{RUN_PREFIX}{}-", owner.pid))
+            .tempdir()?;
+        owner.write(dir.path())?;
+        Ok(RunRoot { dir })
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Removes the directory and all in it, saying why it could not.
+    pub fn remove(self) -> io::Result<()> {
+        let path = self.dir.path().to_path_buf();
+        // Trials still running may add a file while it goes: a few tries.
+        let mut result = self.dir.close();
+        for _ in 0..3 {
+            if result.is_ok() || !path.exists() {
+                break;
+            }
+            result = std::fs::remove_dir_all(&path);
+        }
+        if path.exists() { result } else { Ok(()) }
     }
 }
 
@@ -99,6 +121,20 @@ mod tests {
         );
         drop(d);
         assert!(!p.exists());
+        let r = root.path().to_path_buf();
+        assert!(
+            r.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("{RUN_PREFIX}{}-", std::process::id()))
+        );
+        assert_eq!(
+            crate::runowner::Owner::read(&r).unwrap(),
+            Some(Owner::me().unwrap())
+        );
+        root.remove().unwrap();
+        assert!(!r.exists());
     }
 
     #[test]

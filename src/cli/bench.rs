@@ -2,15 +2,17 @@
 //! kit's fault-free trial, and a bare handover (no interposer, no observation).
 //! Figures, not a test: this machine is small and noisy.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use cprkit_harness::bare;
-use cprkit_harness::trialdir::RunRoot;
-use cprkit_suite::runner::{RunOptions, Verdicts, plan, run_all, run_one};
+use cprkit_suite::runner::{Planned, RunOptions, Verdicts, plan};
 
-use super::{adapters, load_cases};
+use super::interrupt;
+use super::run::run_trials;
+use super::{RunDir, adapters, load_cases};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -21,11 +23,23 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// One trial on a worker thread (so that a signal is seen while it runs); `None`
+/// if a signal kept it from running.
+fn one(p: &Planned, root: &Path, opts: &RunOptions) -> Result<Option<Duration>> {
+    let trials = run_trials(std::slice::from_ref(p), 1, root, opts, &mut |_| {});
+    let r = trials.results.into_iter().next().expect("one trial");
+    match &r.verdicts {
+        Verdicts::NotRun(_) if trials.stopped.is_some() => Ok(None),
+        Verdicts::Error(e) => Err(anyhow!("{}: {e}", r.name())),
+        _ => Ok(Some(r.elapsed)),
+    }
+}
+
 pub fn run(vmm: &str, jobs: usize, samples: usize) -> Result<ExitCode> {
     let samples = samples.max(1);
     let cases = load_cases()?;
     let refvmm = adapters(&[vmm.to_string()])?;
-    let root = RunRoot::new().context("creating the run directory")?;
+    let root = RunDir::new()?;
     let opts = RunOptions::default();
 
     // Interleave the two small measurements so that noise hits both alike.
@@ -34,7 +48,7 @@ pub fn run(vmm: &str, jobs: usize, samples: usize) -> Result<ExitCode> {
         &cases,
         Some(&format!("{vmm}::memory-running/no-fault")),
     );
-    let one = no_fault
+    let one_trial = no_fault
         .first()
         .ok_or_else(|| anyhow!("no memory-running case"))?;
     // The same handover with the kit's vhost-user device, where a case has it.
@@ -45,76 +59,106 @@ pub fn run(vmm: &str, jobs: usize, samples: usize) -> Result<ExitCode> {
     );
     let (mut kit, mut kit_device, mut whole, mut handover) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let stopped = || interrupt::STOP.count() > 0;
     for _ in 0..samples {
-        let r = run_one(one, root.path(), &opts);
-        if let Verdicts::Error(e) = &r.verdicts {
-            return Err(anyhow!("kit trial: {e}"));
-        }
-        kit.push(r.elapsed);
+        let Some(t) = one(one_trial, root.path(), &opts)? else {
+            break;
+        };
+        kit.push(t);
         if let Some(p) = with_device.first() {
-            let r = run_one(p, root.path(), &opts);
-            if let Verdicts::Error(e) = &r.verdicts {
-                return Err(anyhow!("kit trial with a device: {e}"));
-            }
-            kit_device.push(r.elapsed);
+            let Some(t) = one(p, root.path(), &opts)? else {
+                break;
+            };
+            kit_device.push(t);
+        }
+        if stopped() {
+            break;
         }
         let b = bare::handover(refvmm[0].as_ref(), root.path())?;
         whole.push(b.whole);
         handover.push(b.handover);
+        if stopped() {
+            break;
+        }
     }
 
     let matrix = plan(&refvmm, &cases, None);
-    let started = Instant::now();
-    let results = run_all(&matrix, jobs, root.path(), &opts, &|_| {});
-    let wall = started.elapsed();
-    let bad = results
-        .iter()
-        .filter(|r| !matches!(r.verdicts, Verdicts::Judged { .. }))
-        .count();
+    let mut wall = None;
+    let mut bad = 0;
+    if !stopped() {
+        let started = Instant::now();
+        let trials = run_trials(&matrix, jobs, root.path(), &opts, &mut |_| {});
+        if trials.stopped.is_none() {
+            wall = Some(started.elapsed());
+        }
+        bad = trials
+            .results
+            .iter()
+            .filter(|r| !matches!(r.verdicts, Verdicts::Judged { .. }))
+            .count();
+    }
+    drop(root);
 
-    let (kit, whole, handover) = (median(kit), median(whole), median(handover));
-    println!("cprkit bench: {vmm}, {jobs} jobs, medians of {samples} samples");
-    println!(
-        "  {:<44} {:>10}",
-        "full matrix (wall)",
-        format!("{:.2} s", wall.as_secs_f64())
-    );
-    println!(
-        "  {:<44} {:>10}",
-        format!("  trials ({bad} not judged)"),
-        matrix.len()
-    );
-    println!(
-        "  {:<44} {:>10}",
-        "  mean per trial (wall / trials)",
-        ms(wall / matrix.len().max(1) as u32)
-    );
-    println!(
-        "  {:<44} {:>10}",
-        "kit trial, memory-running/no-fault",
-        ms(kit)
-    );
-    if !kit_device.is_empty() {
+    let taken = whole.len();
+    println!("cprkit bench: {vmm}, {jobs} jobs, medians of {taken} samples");
+    if let Some(wall) = wall {
         println!(
             "  {:<44} {:>10}",
-            "kit trial, vhost-user-running/no-fault",
-            ms(median(kit_device))
+            "full matrix (wall)",
+            format!("{:.2} s", wall.as_secs_f64())
+        );
+        println!(
+            "  {:<44} {:>10}",
+            format!("  trials ({bad} not judged)"),
+            matrix.len()
+        );
+        println!(
+            "  {:<44} {:>10}",
+            "  mean per trial (wall / trials)",
+            ms(wall / matrix.len().max(1) as u32)
         );
     }
-    println!(
-        "  {:<44} {:>10}",
-        "bare handover, start to target running",
-        ms(whole)
-    );
-    println!(
-        "  {:<44} {:>10}",
-        "bare handover, migrate to target running",
-        ms(handover)
-    );
-    println!(
-        "  {:<44} {:>9.2}x",
-        "kit trial / bare handover",
-        kit.as_secs_f64() / whole.as_secs_f64()
-    );
+    // None when a signal came before the first whole sample.
+    if taken > 0 {
+        let (kit, whole, handover) = (median(kit), median(whole), median(handover));
+        println!(
+            "  {:<44} {:>10}",
+            "kit trial, memory-running/no-fault",
+            ms(kit)
+        );
+        if !kit_device.is_empty() {
+            println!(
+                "  {:<44} {:>10}",
+                "kit trial, vhost-user-running/no-fault",
+                ms(median(kit_device))
+            );
+        }
+        println!(
+            "  {:<44} {:>10}",
+            "bare handover, start to target running",
+            ms(whole)
+        );
+        println!(
+            "  {:<44} {:>10}",
+            "bare handover, migrate to target running",
+            ms(handover)
+        );
+        println!(
+            "  {:<44} {:>9.2}x",
+            "kit trial / bare handover",
+            kit.as_secs_f64() / whole.as_secs_f64()
+        );
+    }
+    if let Some(code) = interrupt::exit_code() {
+        let sig = interrupt::STOP
+            .signal()
+            .map(interrupt::name)
+            .unwrap_or_default();
+        println!(
+            "interrupted by {sig}: {taken} of {samples} samples taken, the full matrix {}",
+            if wall.is_some() { "timed" } else { "not timed" }
+        );
+        return Ok(code);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,20 +8,21 @@
 //! is not certified either: there is nothing to certify it by.
 //!
 //! Exit status: 0 certified, 1 not certified, 2 usage or environment error
-//! (unknown VMM or profile, unreadable cases, DIR not writable).
+//! (unknown VMM or profile, unreadable cases, DIR not writable), 130 or 143
+//! when SIGINT or SIGTERM stopped it (not certified; no bundle is written).
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cprkit_harness::leaks::{FdCensus, Leaks};
-use cprkit_harness::trialdir::RunRoot;
+use cprkit_harness::leaks::FdCensus;
 use cprkit_report::{Host, LeakCheck, Report, Vmm, write_bundle};
 use cprkit_suite::Profile;
-use cprkit_suite::runner::{RunOptions, plan};
+use cprkit_suite::runner::{RunOptions, Verdicts, plan};
 
-use super::run::run_with_progress;
-use super::{adapters, load_cases};
+use super::interrupt;
+use super::run::{print_leaks, run_with_progress};
+use super::{RunDir, adapters, load_cases};
 
 pub fn run(vmm: &str, profile: Profile, out: &Path, jobs: usize, keep: bool) -> Result<ExitCode> {
     let adapter = adapters(&[vmm.to_string()])?;
@@ -38,11 +39,25 @@ pub fn run(vmm: &str, profile: Profile, out: &Path, jobs: usize, keep: bool) -> 
         planned.len()
     );
     let before = FdCensus::take();
-    let root = RunRoot::new().context("creating the run directory")?;
-    let results = run_with_progress(&planned, jobs, root.path(), &RunOptions { keep })?;
-    let leaks = Leaks::check(&before, Some(root.path()));
+    let root = RunDir::new()?;
+    let trials = run_with_progress(&planned, jobs, root.path(), &RunOptions { keep });
+    let leaks = trials.leaks(&before, root.path());
     drop(root);
-    eprintln!("leak check: {leaks}");
+    print_leaks(&leaks);
+    let results = &trials.results;
+
+    if let (Some(line), Some(code)) = (trials.interrupted(), interrupt::exit_code()) {
+        // A certification is of a whole run: what ran is counted, no bundle.
+        let count = |f: fn(&Verdicts) -> bool| results.iter().filter(|r| f(&r.verdicts)).count();
+        println!(
+            "cprkit certify: {vmm}, profile {profile}: {line}; {} judged, {} errors",
+            count(|v| matches!(v, Verdicts::Judged { .. })),
+            count(|v| matches!(v, Verdicts::Error(_)))
+        );
+        println!("verdict: NOT CERTIFIED (interrupted)");
+        println!("bundle: not written ({} holds no report)", out.display());
+        return Ok(code);
+    }
 
     let mut report = Report::certification(
         Vmm {
@@ -51,13 +66,13 @@ pub fn run(vmm: &str, profile: Profile, out: &Path, jobs: usize, keep: bool) -> 
         },
         profile,
         Host::this(),
-        &results,
-        Some(LeakCheck {
+        results,
+        leaks.as_ref().map(|leaks| LeakCheck {
             clean: leaks.is_clean(),
             text: leaks.to_string(),
         }),
     );
-    write_bundle(out, &mut report, &results)
+    write_bundle(out, &mut report, results)
         .with_context(|| format!("writing the bundle to {}", out.display()))?;
 
     let s = &report.summary;
@@ -77,6 +92,9 @@ pub fn run(vmm: &str, profile: Profile, out: &Path, jobs: usize, keep: bool) -> 
         "bundle: {} (report.md, report.json, junit.xml, timelines/)",
         out.display()
     );
+    if let Some(code) = interrupt::exit_code() {
+        return Ok(code);
+    }
     Ok(if report.verdict.is_ok() {
         ExitCode::SUCCESS
     } else {

@@ -3,13 +3,14 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use cprkit_harness::explain::draw;
-use cprkit_harness::trialdir::RunRoot;
 use cprkit_suite::TrialId;
-use cprkit_suite::runner::{RunOptions, Verdicts, plan, run_one};
+use cprkit_suite::runner::{RunOptions, Verdicts, plan};
 
-use super::{adapters, load_cases};
+use super::interrupt;
+use super::run::run_trials;
+use super::{RunDir, adapters, load_cases};
 
 pub fn run(trial: &str, keep: bool) -> Result<ExitCode> {
     let id = TrialId::parse(trial).ok_or_else(|| {
@@ -24,21 +25,43 @@ pub fn run(trial: &str, keep: bool) -> Result<ExitCode> {
     let Some(p) = planned.first() else {
         bail!("no trial `{trial}` (see `cprkit list --vmm {}`)", id.vmm);
     };
-    let root = RunRoot::new().context("creating the run directory")?;
-    let result = run_one(p, root.path(), &RunOptions { keep });
+    let root = RunDir::new()?;
+    let trials = run_trials(
+        std::slice::from_ref(p),
+        1,
+        root.path(),
+        &RunOptions { keep },
+        &mut |_| {},
+    );
+    drop(root);
+    let result = trials.results.into_iter().next().expect("one trial");
     let clean = result.violations().is_empty();
+    // Stopped by a signal: the trial is drawn if it ended, then 130 or 143.
+    let interrupted = interrupt::exit_code();
     match result.verdicts {
         Verdicts::Judged {
             record, verdicts, ..
         } => {
             print!("{}", draw(&record, &verdicts));
-            Ok(if clean {
+            Ok(interrupted.unwrap_or(if clean {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
-            })
+            }))
         }
-        Verdicts::Error(e) => bail!("the trial could not run: {e}"),
-        Verdicts::NotRun(why) => bail!("not run: {why}"),
+        Verdicts::Error(e) => match interrupted {
+            Some(code) => {
+                println!("{trial}: the trial could not run: {e}");
+                Ok(code)
+            }
+            None => bail!("the trial could not run: {e}"),
+        },
+        Verdicts::NotRun(why) => match interrupted {
+            Some(code) => {
+                println!("{trial}: not run: {why}");
+                Ok(code)
+            }
+            None => bail!("not run: {why}"),
+        },
     }
 }

@@ -1,20 +1,25 @@
-//! The subcommands and what they share: choosing VMMs and cases, a run directory.
+//! The subcommands and what they share: choosing VMMs and cases, a run
+//! directory, stopping on a signal.
 
 mod bench;
 mod certify;
 mod explain;
+mod interrupt;
 mod list;
+mod pool;
 mod run;
 mod selftest;
 mod table;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use cprkit_harness::adapter::Adapter;
+use cprkit_harness::runowner;
+use cprkit_harness::trialdir::RunRoot;
 use cprkit_report::Partition;
 use cprkit_suite::runner::{Planned, plan};
 use cprkit_suite::{Case, Profile};
@@ -161,6 +166,10 @@ fn default_jobs() -> usize {
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    // Every command but `list` runs trials: SIGINT and SIGTERM stop them.
+    if !matches!(cli.command, Command::List { .. }) {
+        interrupt::install()?;
+    }
     match cli.command {
         Command::List { select } => list::run(&select),
         Command::Run {
@@ -193,4 +202,55 @@ fn adapters(names: &[String]) -> Result<Vec<Arc<dyn Adapter>>> {
         .iter()
         .map(|n| cprkit_adapters::adapter_for(n).with_context(|| format!("--vmm {n}")))
         .collect()
+}
+
+/// A command's run directory (see [`RunRoot`]): made after the run directories
+/// of kits that are gone have been removed (each said on stderr), removed at
+/// the end, and by the signal thread should it have to quit the kit.
+pub struct RunDir {
+    root: Option<RunRoot>,
+}
+
+impl RunDir {
+    pub fn new() -> Result<Self> {
+        let tmp = std::env::temp_dir();
+        let (removed, failed) = runowner::sweep(&tmp);
+        for s in removed {
+            eprintln!(
+                "cprkit: removed stale run directory {} of pid {} (gone)",
+                s.dir.display(),
+                s.pid
+            );
+        }
+        for f in failed {
+            eprintln!(
+                "cprkit: could not remove the stale run directory {}: {}",
+                f.dir.display(),
+                f.error
+            );
+        }
+        let root = RunRoot::new().context("creating the run directory")?;
+        interrupt::guard_dir(root.path());
+        Ok(RunDir { root: Some(root) })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.root.as_ref().expect("until dropped").path()
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let Some(root) = self.root.take() else {
+            return;
+        };
+        let path = root.path().to_path_buf();
+        if let Err(e) = root.remove() {
+            eprintln!(
+                "cprkit: could not remove the run directory {}: {e}",
+                path.display()
+            );
+        }
+        interrupt::unguard_dir(&path);
+    }
 }

@@ -2,19 +2,24 @@
 //! the verdict table and every violation with its evidence (`--format text`),
 //! or the run as report.json's shape (`json`) or as JUnit XML (`junit`).
 //! Whatever the format, the exit status is the same: violations are reconciled
-//! against the VMMs' known violations.
+//! against the VMMs' known violations; 130 or 143 after SIGINT or SIGTERM,
+//! whatever ran (see [`interrupt`]).
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use cprkit_harness::leaks::{FdCensus, Leaks};
-use cprkit_harness::trialdir::RunRoot;
 use cprkit_report::{Host, LeakCheck, Report, Vmm};
 use cprkit_suite::known::KnownByVmm;
-use cprkit_suite::runner::{RunOptions, TrialResult, Verdicts, run_all};
+use cprkit_suite::runner::{Planned, RunOptions, TrialResult, Verdicts, run_one};
 
+use super::interrupt;
+use super::pool::{self, Quit, Slot, Stopped};
 use super::table::{Expectations, print_summary, print_table};
-use super::{Select, load_cases};
+use super::{RunDir, Select, load_cases};
 
 /// What `cprkit run` prints on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,10 +47,11 @@ pub fn run(select: &Select, jobs: usize, keep: bool, format: Format) -> Result<E
         );
     }
     let before = FdCensus::take();
-    let root = RunRoot::new().context("creating the run directory")?;
-    let results = run_with_progress(planned, jobs, root.path(), &RunOptions { keep })?;
-    let leaks = Leaks::check(&before, Some(root.path()));
+    let root = RunDir::new()?;
+    let trials = run_with_progress(planned, jobs, root.path(), &RunOptions { keep });
+    let leaks = trials.leaks(&before, root.path());
     drop(root);
+    let results = &trials.results;
     let version_of = |vmm: &str| {
         selection
             .adapters
@@ -56,12 +62,16 @@ pub fn run(select: &Select, jobs: usize, keep: bool, format: Format) -> Result<E
     };
     let ok = match format {
         Format::Text => {
-            let expectations = Expectations::load(&results, version_of)?;
-            print_table(&results, &expectations);
-            print_summary(&results, &expectations)
+            let expectations = Expectations::load(results, version_of)?;
+            print_table(results, &expectations);
+            let ok = print_summary(results, &expectations);
+            if let Some(line) = trials.interrupted() {
+                println!("{line}");
+            }
+            ok
         }
         Format::Json | Format::Junit => {
-            let known = KnownByVmm::load(&results, version_of)?;
+            let known = KnownByVmm::load(results, version_of)?;
             let report = Report::run(
                 selection
                     .adapters
@@ -72,9 +82,9 @@ pub fn run(select: &Select, jobs: usize, keep: bool, format: Format) -> Result<E
                     })
                     .collect(),
                 Host::this(),
-                &results,
+                results,
                 &known,
-                Some(LeakCheck {
+                leaks.as_ref().map(|leaks| LeakCheck {
                     clean: leaks.is_clean(),
                     text: leaks.to_string(),
                 }),
@@ -84,28 +94,94 @@ pub fn run(select: &Select, jobs: usize, keep: bool, format: Format) -> Result<E
             } else {
                 print!("{}", cprkit_report::junit::render(&report));
             }
+            if let Some(line) = trials.interrupted() {
+                eprintln!("{line}");
+            }
             report.reconcile.as_ref().is_some_and(|r| r.ok)
         }
     };
-    eprintln!("leak check: {leaks}");
-    Ok(if ok && leaks.is_clean() {
+    let clean = print_leaks(&leaks);
+    if let Some(code) = interrupt::exit_code() {
+        return Ok(code);
+    }
+    Ok(if ok && clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-/// Runs trials, printing one progress line per finished trial on stderr.
+/// Prints the leak check on stderr; true if it was done and found nothing.
+pub fn print_leaks(leaks: &Option<Leaks>) -> bool {
+    match leaks {
+        Some(l) => {
+            eprintln!("leak check: {l}");
+            l.is_clean()
+        }
+        None => {
+            eprintln!(
+                "leak check: not done: trials were abandoned in flight (their VMMs were killed)"
+            );
+            false
+        }
+    }
+}
+
+/// The trials of a run: every planned one, in plan order, those a signal kept
+/// from running (or abandoned in flight) as not run, `interrupted ...`.
+pub struct Trials {
+    pub results: Vec<TrialResult>,
+    pub stopped: Option<Stopped>,
+}
+
+impl Trials {
+    /// What the run left behind, compared with `before`; not checked when
+    /// trials were abandoned in flight (they are still tearing down).
+    pub fn leaks(&self, before: &FdCensus, root: &Path) -> Option<Leaks> {
+        match self.stopped {
+            Some(s) if s.abandoned > 0 => None,
+            _ => Some(Leaks::check(before, Some(root))),
+        }
+    }
+
+    /// The line that says a signal cut the run short, if one did.
+    pub fn interrupted(&self) -> Option<String> {
+        let s = self.stopped?;
+        let total = self.results.len();
+        let ran = total - s.not_started - s.abandoned;
+        let abandoned = match s.quit {
+            Some(q) if s.abandoned > 0 => {
+                format!(", {} abandoned in flight ({})", s.abandoned, quit_why(q))
+            }
+            _ => String::new(),
+        };
+        Some(format!(
+            "interrupted by {}: {ran} of {total} trials ran{abandoned}, {} not started",
+            interrupt::name(s.signal),
+            s.not_started
+        ))
+    }
+}
+
+fn quit_why(q: Quit) -> String {
+    match q {
+        Quit::Again => "a second signal".into(),
+        Quit::Grace(g) => format!("still running {} s after the signal", g.as_secs()),
+    }
+}
+
+/// Runs trials, printing one progress line per finished trial on stderr, until
+/// done or a signal stops the run (see [`interrupt`]).
 pub fn run_with_progress(
-    planned: &[cprkit_suite::runner::Planned],
+    planned: &[Planned],
     jobs: usize,
-    root: &std::path::Path,
+    root: &Path,
     opts: &RunOptions,
-) -> Result<Vec<TrialResult>> {
+) -> Trials {
     let total = planned.len();
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let progress = |r: &TrialResult| {
-        let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let mut done = 0;
+    let mut progress = |r: &TrialResult| {
+        done += 1;
         let what = match &r.verdicts {
             Verdicts::Judged { .. } if r.violations().is_empty() => "ok".to_string(),
             Verdicts::Judged { .. } => format!("VIOLATES {}", r.violations().join(", ")),
@@ -113,7 +189,7 @@ pub fn run_with_progress(
             Verdicts::NotRun(why) => format!("not run: {why}"),
         };
         eprintln!(
-            "[{n:>3}/{total}] {} ... {what} ({} ms)",
+            "[{done:>3}/{total}] {} ... {what} ({} ms)",
             r.name(),
             r.elapsed.as_millis()
         );
@@ -123,5 +199,67 @@ pub fn run_with_progress(
             eprintln!("          kept: {}", record.dir.display());
         }
     };
-    Ok(run_all(planned, jobs, root, opts, &progress))
+    run_trials(planned, jobs, root, opts, &mut progress)
 }
+
+/// Runs trials, `jobs` at a time, calling `on_done` for each as it ends, until
+/// done or a signal stops the run (see [`interrupt`]).
+pub fn run_trials(
+    planned: &[Planned],
+    jobs: usize,
+    root: &Path,
+    opts: &RunOptions,
+    on_done: &mut dyn FnMut(&TrialResult),
+) -> Trials {
+    let (root, opts) = (root.to_path_buf(), opts.clone());
+    let ran = pool::run(
+        Arc::new(planned.to_vec()),
+        jobs,
+        Arc::new(move |p: &Planned| run_one(p, &root, &opts)),
+        on_done,
+        &interrupt::STOP,
+        interrupt::GRACE,
+    );
+    if let Some(s) = ran.stopped
+        && s.abandoned > 0
+    {
+        let killed = cprkit_harness::leaks::kill_registered();
+        eprintln!(
+            "cprkit: quit waiting for {} trial(s) in flight ({}): {killed} VMM process(es) killed",
+            s.abandoned,
+            s.quit.map(quit_why).unwrap_or_default()
+        );
+    }
+    let results = ran
+        .results
+        .into_iter()
+        .zip(planned)
+        .map(|(slot, p)| {
+            let why = |what: &str| {
+                let sig = ran
+                    .stopped
+                    .map(|s| interrupt::name(s.signal))
+                    .unwrap_or_default();
+                Verdicts::NotRun(format!("{INTERRUPTED} by {sig}: {what}"))
+            };
+            let verdicts = match slot {
+                Slot::Done(r) => return r,
+                Slot::NotStarted => why("not started"),
+                Slot::Abandoned => why("abandoned in flight, its VMMs killed"),
+            };
+            TrialResult {
+                id: p.id.clone(),
+                snapshot_dir: p.adapter.snapshot_dir(),
+                elapsed: Duration::ZERO,
+                verdicts,
+            }
+        })
+        .collect();
+    Trials {
+        results,
+        stopped: ran.stopped,
+    }
+}
+
+/// How the reason of a trial a signal kept from running begins.
+pub const INTERRUPTED: &str = "interrupted";

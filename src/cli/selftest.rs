@@ -5,35 +5,40 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cprkit_adapters::RefVmm;
 use cprkit_adapters::refvmm_adapter::MUTANT_EXPECTATIONS;
-use cprkit_harness::leaks::{FdCensus, Leaks};
+use cprkit_harness::leaks::FdCensus;
 use cprkit_harness::rules::RULES;
-use cprkit_harness::trialdir::RunRoot;
 use cprkit_suite::runner::{RunOptions, Verdicts, plan};
 
-use super::run::run_with_progress;
-use super::{adapters, load_cases};
+use super::interrupt;
+use super::run::{print_leaks, run_with_progress};
+use super::{RunDir, adapters, load_cases};
 
 pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
     let names = RefVmm::family();
     let cases = load_cases()?;
     let planned = plan(&adapters(&names)?, &cases, case);
     let before = FdCensus::take();
-    let root = RunRoot::new().context("creating the run directory")?;
-    let results = run_with_progress(&planned, jobs, root.path(), &RunOptions::default())?;
-    let leaks = Leaks::check(&before, Some(root.path()));
+    let root = RunDir::new()?;
+    let trials = run_with_progress(&planned, jobs, root.path(), &RunOptions::default());
+    let leaks = trials.leaks(&before, root.path());
     drop(root);
+    let results = &trials.results;
 
     // VMM -> rule -> trials that broke it.
     let mut caught: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    // VMM -> trials judged (all of them, unless a signal stopped the run).
+    let mut judged: BTreeMap<&str, usize> = BTreeMap::new();
     let mut errors = Vec::new();
-    for r in &results {
+    for r in results {
         let vmm = r.id.vmm.as_str();
         caught.entry(vmm).or_default();
-        if let Verdicts::Error(e) = &r.verdicts {
-            errors.push(format!("{}: {e}", r.name()));
+        match &r.verdicts {
+            Verdicts::Error(e) => errors.push(format!("{}: {e}", r.name())),
+            Verdicts::Judged { .. } => *judged.entry(vmm).or_default() += 1,
+            Verdicts::NotRun(_) => {}
         }
         for rule in r.violations() {
             *caught
@@ -52,7 +57,7 @@ pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
             .map(|r| format!("{:>7}", r.id))
             .collect::<String>()
     );
-    let mut ok = errors.is_empty() && leaks.is_clean();
+    let mut ok = errors.is_empty();
     for name in &names {
         let rules = caught.get(name.as_str()).cloned().unwrap_or_default();
         let cells: String = RULES
@@ -62,7 +67,16 @@ pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
                 None => format!("{:>7}", "."),
             })
             .collect();
-        let verdict = judge(name, &rules);
+        let ran = judged.get(name.as_str()).copied().unwrap_or(0);
+        let verdict = match trials.stopped {
+            // A signal stopped the run before this VMM had all its trials.
+            Some(_) if ran == 0 => Err("not run (interrupted)".to_string()),
+            Some(_) if ran < trials_per_vmm => Err(format!(
+                "{} (interrupted: {ran} of {trials_per_vmm} trials ran)",
+                judge(name, &rules).unwrap_or_else(|e| e)
+            )),
+            _ => judge(name, &rules),
+        };
         ok &= verdict.is_ok();
         println!("{name:<34} {cells}   {}", verdict.unwrap_or_else(|e| e));
     }
@@ -70,7 +84,13 @@ pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
     for e in &errors {
         println!("ERROR {e}");
     }
-    eprintln!("leak check: {leaks}");
+    if let Some(line) = trials.interrupted() {
+        println!("{line}");
+    }
+    ok &= print_leaks(&leaks);
+    if let Some(code) = interrupt::exit_code() {
+        return Ok(code);
+    }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

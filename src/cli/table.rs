@@ -8,6 +8,8 @@ use cprkit_harness::rules::{Rule, Status, rules_for};
 use cprkit_suite::known::{KnownByVmm, KnownViolations, Reconciled, reconcile};
 use cprkit_suite::runner::{TrialResult, Verdicts};
 
+use super::run::INTERRUPTED;
+
 /// The known violations of each VMM of a run.
 pub struct Expectations {
     known: KnownByVmm,
@@ -90,6 +92,7 @@ pub fn print_table(results: &[TrialResult], exp: &Expectations) {
 /// ran and every violation was known and every known one was seen.
 pub fn print_summary(results: &[TrialResult], exp: &Expectations) -> bool {
     let (mut passed, mut errors, mut not_run) = (0, 0, 0);
+    let mut interrupted: BTreeMap<&str, usize> = BTreeMap::new();
     let mut per_vmm: BTreeMap<&str, Vec<(String, Vec<cprkit_harness::rules::Verdict>)>> =
         BTreeMap::new();
     println!();
@@ -108,11 +111,19 @@ pub fn print_summary(results: &[TrialResult], exp: &Expectations) -> bool {
                 errors += 1;
                 println!("ERROR {}: {e}", r.name());
             }
+            Verdicts::NotRun(why) if why.starts_with(INTERRUPTED) => {
+                not_run += 1;
+                *interrupted.entry(why.as_str()).or_default() += 1;
+            }
             Verdicts::NotRun(why) => {
                 not_run += 1;
                 println!("NOT RUN {}: {why}", r.name());
             }
         }
+    }
+    // Those a signal kept from running: one line for each reason.
+    for (why, n) in &interrupted {
+        println!("NOT RUN {n} trial(s): {why}");
     }
     let empty = KnownViolations::default();
     let (mut unexpected, mut known, mut unseen) = (0, 0, 0);

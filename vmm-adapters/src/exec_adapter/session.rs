@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cprkit_harness::adapter::{AdapterError, EventSink, Role, VmEvent, until};
+use cprkit_harness::process::die_with_spawner;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
@@ -114,6 +115,12 @@ impl Session {
         {
             cmd.env("CPRKIT_EXE", exe);
         }
+        // Its own process group (killed whole at the session's end), and
+        // killed with the kit's thread that started it, as the VMMs are: a
+        // program that ignores the end of its stdin must not outlive a kit
+        // killed with SIGKILL. The thread that starts a session outlives it (a
+        // trial's thread, or the caller of `guest_probe`).
+        die_with_spawner(&mut cmd);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
