@@ -6,6 +6,7 @@ use cprkit_qmp::wire::ErrorBody;
 use serde_json::{Value, json};
 
 use crate::migration::MigrationStatus;
+use crate::mutant::Mutant;
 use crate::runstate::RunState;
 use crate::vm::{Vm, VmState};
 
@@ -132,6 +133,9 @@ fn set_parameters(st: &mut VmState, args: &Value) -> Result<Value, ErrorBody> {
     Ok(json!({}))
 }
 
+/// `migrate`: the refusals (a migration in progress, the runstate, then the
+/// request itself), the mutants' answers to a valid request, then the start
+/// of the outgoing migration.
 fn migrate(vm: &Arc<Vm>, st: &mut VmState, args: &Value) -> Result<Value, ErrorBody> {
     if st.migration.in_progress() || st.outgoing.is_some() {
         return Err(generic("There's a migration process in progress"));
@@ -145,6 +149,38 @@ fn migrate(vm: &Arc<Vm>, st: &mut VmState, args: &Value) -> Result<Value, ErrorB
         }
         _ => {}
     }
+    let channels = match check_request(vm, st, args) {
+        Ok(channels) => channels,
+        Err(e) => {
+            if vm.has(Mutant::FrozenAfterRefusal) {
+                // The bug: the VM was stopped before the request was
+                // checked, and a refusal does not resume it.
+                crate::log!("migrate: refused, staying stopped (mutant frozen-after-refusal)");
+                vm.stop_force_state(st, RunState::FinishMigrate);
+            }
+            return Err(e);
+        }
+    };
+    match vm.mutant {
+        Some(Mutant::RefuseMigrate) => {
+            crate::log!("migrate: refused (mutant refuse-migrate)");
+            return Err(generic("cpr-transfer is not supported"));
+        }
+        Some(Mutant::CrashOnMigrate) => crash(),
+        Some(Mutant::HangOnMigrate) => hang(),
+        _ => {}
+    }
+    crate::source::start(vm, st, channels);
+    Ok(json!({}))
+}
+
+/// The checks of the request itself: the mode, the channels, and RAM that
+/// can be passed (a memfd).
+fn check_request(
+    vm: &Vm,
+    st: &VmState,
+    args: &Value,
+) -> Result<crate::channels::Channels, ErrorBody> {
     if args.get("uri").is_none() && st.mode != "cpr-transfer" {
         return Err(generic("refvmm supports only mode cpr-transfer"));
     }
@@ -155,8 +191,33 @@ fn migrate(vm: &Arc<Vm>, st: &mut VmState, args: &Value) -> Result<Value, ErrorB
              memory-backend objects, and aux-ram-share=on is required.",
         ));
     }
-    crate::source::start(vm, st, channels);
-    Ok(json!({}))
+    Ok(channels)
+}
+
+/// The crash-on-migrate mutant: dies by SIGABRT, as a VMM crashing in its
+/// migrate handler does. The core limit is set to 0 first, so the crash
+/// leaves no core file behind.
+fn crash() -> ! {
+    crate::log!("migrate: aborting (mutant crash-on-migrate)");
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit only reads the struct passed to it.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    std::process::abort()
+}
+
+/// The hang-on-migrate mutant: never returns, with the monitor thread and
+/// the VM state lock held, as a main loop hung in its migrate handler holds
+/// QEMU's big lock. So the migrate gets no reply, nor does any command after
+/// it (a new client gets no greeting: the monitor serves one client at a
+/// time); the vCPU, which does not take the lock, runs on.
+fn hang() -> ! {
+    crate::log!("migrate: hanging the monitor (mutant hang-on-migrate)");
+    loop {
+        std::thread::park();
+    }
 }
 
 fn cancel(vm: &Vm, st: &mut VmState) {

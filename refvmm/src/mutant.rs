@@ -38,6 +38,32 @@ pub enum Mutant {
     /// Target (vhost-user-blk): starts its ring as soon as it loaded the
     /// device state, before the source's `go`.
     RingBeforeGo,
+    /// Source: answers every valid `migrate` with an error ("cpr-transfer is
+    /// not supported") and does nothing else; malformed requests are refused
+    /// as before.
+    RefuseMigrate,
+    /// Source: dies by SIGABRT (`abort()`, no core file) on every valid
+    /// `migrate`, before answering or sending anything.
+    CrashOnMigrate,
+    /// Source: a valid `migrate` hangs the monitor with the VM state lock
+    /// held (a hung main loop): no reply to it or to any later command, no
+    /// greeting for a new client; the guest runs on, nothing is sent.
+    HangOnMigrate,
+    /// Source: accepts `migrate` and stops the VM as usual, then stays in
+    /// `setup`: connects nothing, sends nothing, until a `migrate_cancel`
+    /// (whose cleanup is the correct one).
+    StallInSetup,
+    /// Source: never leaves the stop of a migrate that does not complete: a
+    /// refused request (bad channels, private RAM) stops the VM
+    /// (`finish-migrate`) before the refusal, and a failed or cancelled
+    /// transfer does not resume.
+    FrozenAfterRefusal,
+    /// Source: exits with status 0 as soon as the CPR state and the RAM memfd
+    /// are sent on the cpr channel; no main stream, the target never loads.
+    ExitAfterCutOver,
+    /// Source: reports `completed` (and goes `postmigrate`) without
+    /// connecting either channel: nothing reaches the target.
+    CompleteWithoutTransfer,
 }
 
 /// Every mutant: `(name, one-line description)`, in the order `--list-mutants`
@@ -91,9 +117,37 @@ pub const MUTANTS: &[(&str, &str)] = &[
         "ring-before-go",
         "target starts its vhost-user-blk ring as soon as it loaded the device state, before the source's go",
     ),
+    (
+        "refuse-migrate",
+        "source answers every valid migrate with an error (cpr-transfer is not supported) and does nothing",
+    ),
+    (
+        "crash-on-migrate",
+        "source dies by SIGABRT on every valid migrate, before answering or sending anything",
+    ),
+    (
+        "hang-on-migrate",
+        "source's monitor hangs on a valid migrate (no reply to it or to anything after); nothing is sent",
+    ),
+    (
+        "stall-in-setup",
+        "source accepts migrate, stops the VM and stays in setup (connects nothing) until a cancel",
+    ),
+    (
+        "frozen-after-refusal",
+        "source stays stopped after a refused request (stopped before the refusal) or a failed or cancelled transfer",
+    ),
+    (
+        "exit-after-cut-over",
+        "source exits 0 once the RAM memfd is sent on the cpr channel, never sending the main stream",
+    ),
+    (
+        "complete-without-transfer",
+        "source reports completed and goes postmigrate without connecting to the target",
+    ),
 ];
 
-const ALL: [Mutant; 12] = [
+const ALL: [Mutant; 19] = [
     Mutant::LegacyStopOrder,
     Mutant::NoResumeOnFailure,
     Mutant::DoubleResume,
@@ -106,6 +160,13 @@ const ALL: [Mutant; 12] = [
     Mutant::NoReacquireAfterFailure,
     Mutant::IoAfterCutover,
     Mutant::RingBeforeGo,
+    Mutant::RefuseMigrate,
+    Mutant::CrashOnMigrate,
+    Mutant::HangOnMigrate,
+    Mutant::StallInSetup,
+    Mutant::FrozenAfterRefusal,
+    Mutant::ExitAfterCutOver,
+    Mutant::CompleteWithoutTransfer,
 ];
 
 impl Mutant {
@@ -124,6 +185,13 @@ impl Mutant {
             Self::NoReacquireAfterFailure => "no-reacquire-after-failure",
             Self::IoAfterCutover => "io-after-cutover",
             Self::RingBeforeGo => "ring-before-go",
+            Self::RefuseMigrate => "refuse-migrate",
+            Self::CrashOnMigrate => "crash-on-migrate",
+            Self::HangOnMigrate => "hang-on-migrate",
+            Self::StallInSetup => "stall-in-setup",
+            Self::FrozenAfterRefusal => "frozen-after-refusal",
+            Self::ExitAfterCutOver => "exit-after-cut-over",
+            Self::CompleteWithoutTransfer => "complete-without-transfer",
         }
     }
 

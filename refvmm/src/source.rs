@@ -29,6 +29,9 @@ use crate::vm::{Vm, VmState};
 /// the source; a cancel also unblocks a write at once).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the stall-in-setup mutant looks for a cancel.
+const STALL_POLL: Duration = Duration::from_millis(10);
+
 /// Why the migration did not complete.
 #[derive(Debug)]
 enum Abort {
@@ -115,6 +118,16 @@ fn connect(vm: &Vm, path: &Path, what: &str) -> Step<UnixStream> {
 }
 
 fn run_steps(vm: &Arc<Vm>, ch: &Channels, old_state: RunState, conns: &mut Conns) -> Step<()> {
+    match vm.mutant {
+        Some(Mutant::StallInSetup) => return stall_in_setup(vm),
+        Some(Mutant::CompleteWithoutTransfer) => {
+            crate::log!(
+                "main-stream: nothing sent, taken as done (mutant complete-without-transfer)"
+            );
+            return commit(vm, conns);
+        }
+        _ => {}
+    }
     let has_devices = vm.blk.is_some() || vm.vhost_kernel.is_some();
     let legacy = vm.has(Mutant::LegacyStopOrder);
     if !has_devices {
@@ -141,6 +154,17 @@ fn run_steps(vm: &Arc<Vm>, ch: &Channels, old_state: RunState, conns: &mut Conns
     }
     main_stream(vm, &ch.main, old_state, conns)?;
     commit(vm, conns)
+}
+
+/// The stall-in-setup mutant's migration: stays in `setup` (the VM stopped,
+/// nothing connected) until a cancel, which then takes the usual cleanup
+/// path.
+fn stall_in_setup(vm: &Vm) -> Step<()> {
+    crate::log!("setup: stalling, connecting nothing (mutant stall-in-setup)");
+    loop {
+        drop(checkpoint(vm)?);
+        std::thread::sleep(STALL_POLL);
+    }
 }
 
 /// release-owner: stops and gives up every vhost device (the device I/O is
@@ -212,6 +236,12 @@ fn cpr_save(vm: &Vm, path: &Path, conns: &mut Conns) -> Step<()> {
         cpr.write_all(&msg[sent..])
             .map_err(|e| Abort::Failed(format!("cpr-save: write: {e}")))?;
     }
+    if vm.has(Mutant::ExitAfterCutOver) {
+        // The bug: the fds are on their way (the kernel delivers them even
+        // once we are gone), so the VMM takes its job as done and quits.
+        crate::log!("cpr-save: sent the RAM memfd; exiting (mutant exit-after-cut-over)");
+        log::exit(0);
+    }
     crate::log!("cpr-save: sent the CPR state and the RAM memfd; waiting for the target (HUP)");
     wait_eof(cpr)?;
     // An EOF caused by our own shutdown (a cancel) is no readiness.
@@ -279,12 +309,19 @@ fn wait_eof(cpr: &UnixStream) -> Step<()> {
 /// The commit: `postmigrate`, `go` to the target, close both channels,
 /// `completed`. All under the VM lock, so a cancel comes either before (and
 /// wins) or after (and finds nothing to cancel). If `go` cannot be written the
-/// target cannot have received it, so this is still a failure.
+/// target cannot have received it, so this is still a failure. (The
+/// complete-without-transfer mutant comes here with no channel at all and
+/// sends no `go`.)
 fn commit(vm: &Vm, conns: &mut Conns) -> Step<()> {
     let mut st = checkpoint(vm)?;
     st.runstate = RunState::PostMigrate;
-    let main = conns.main.as_mut().expect("main is connected");
-    match main.write_all(&proto::go_line()) {
+    let go = match conns.main.as_mut() {
+        None if vm.has(Mutant::CompleteWithoutTransfer) => Ok(()),
+        main => main
+            .expect("main is connected")
+            .write_all(&proto::go_line()),
+    };
+    match go {
         Ok(()) => {}
         Err(e) if vm.has(Mutant::FalseCompletion) => {
             crate::log!("main-stream: writing go: {e} (ignored: mutant false-completion)");
@@ -352,8 +389,8 @@ fn finish_aborted(vm: &Arc<Vm>, old_state: RunState, conns: Conns, abort: Abort)
 /// runstate it had when `migrate` came (or the mutant's bug).
 fn resume(vm: &Vm, st: &mut VmState, old_state: RunState) {
     match vm.mutant {
-        Some(Mutant::NoResumeOnFailure) => {
-            crate::log!("cleanup: not resuming (mutant no-resume-on-failure)");
+        Some(m @ (Mutant::NoResumeOnFailure | Mutant::FrozenAfterRefusal)) => {
+            crate::log!("cleanup: not resuming (mutant {m})");
         }
         Some(Mutant::ResumeWhenPaused) => vm.start(st),
         Some(Mutant::DoubleResume) if old_state == RunState::Running => {

@@ -132,3 +132,36 @@ impl DroppingTarget {
         self.thread.take().unwrap().join().unwrap()
     }
 }
+
+/// A target that listens on both channels and never accepts: a test sees
+/// whether the source connected at all. A source's connect still succeeds
+/// (the listen backlog), and so does a first small write.
+pub struct SilentTarget {
+    pub cpr: PathBuf,
+    pub main: PathBuf,
+    cpr_l: UnixListener,
+    main_l: UnixListener,
+}
+
+impl SilentTarget {
+    pub fn listen(dir: &Path) -> Self {
+        let cpr = dir.join("silent-cpr.sock");
+        let main = dir.join("silent-main.sock");
+        let cpr_l = UnixListener::bind(&cpr).unwrap();
+        let main_l = UnixListener::bind(&main).unwrap();
+        cpr_l.set_nonblocking(true).unwrap();
+        main_l.set_nonblocking(true).unwrap();
+        Self {
+            cpr,
+            main,
+            cpr_l,
+            main_l,
+        }
+    }
+
+    /// Whether no connection waits on either channel.
+    pub fn nobody_connected(&self) -> bool {
+        let none = |l: &UnixListener| matches!(l.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        none(&self.cpr_l) && none(&self.main_l)
+    }
+}
