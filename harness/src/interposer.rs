@@ -29,6 +29,35 @@
 //! target that never closes learns it after [`EOF_ORDER_BOUND`]. A source that
 //! only half-closes (shuts its write side, and still waits for the target's
 //! HUP, as QEMU does after writing the CPR state) is passed on at once.
+//!
+//! The relay is invisible to how a peer reads: every fd reaches the peer on a
+//! read that covers the same bytes as it would without the interposer, on
+//! both channels, both ways. On a UNIX stream socket each sendmsg is queued as
+//! one or more segments (skbs, up to ~36 KiB each), its fds on the first; a
+//! read glues segments together, stops right after one that carries fds, and
+//! those fds go to the first read that touches any of its bytes (a read
+//! without room for them closes them). So one read here may take plain bytes
+//! and then an fd-carrying segment (a header written plainly, then its body
+//! with an fd); sent on with the fds on the first byte, they would go to the
+//! peer's read of the header, which would lose them. Instead the interposer
+//! finds where that segment begins in what it read, sends the bytes before it
+//! plainly and the segment with its fds in one sendmsg: the kernel makes it
+//! one segment again, so the peer's reads get the fds, and stop, where they
+//! would without the interposer.
+//!
+//! Finding that start takes nothing from the socket. A first peek (MSG_PEEK)
+//! shows how far a read would go and whether fds come with it. Peeks of
+//! shorter lengths cannot tell where the fds' segment starts: once a peek has
+//! its bytes, it goes on through the queue to the first segment with fds and
+//! shows them anyway. What can: a peek whose buffer ends on a page that cannot
+//! be written. The kernel copies segment by segment, the one that reaches the
+//! bad page fails as a whole (EFAULT), and the peek returns the bytes of the
+//! segments before it: with the last byte of the first peek on the bad page,
+//! that is where the fd-carrying segment begins. Then exactly the bytes of
+//! the first peek are read, which touches no segment after them. When the
+//! read buffer cuts the fd-carrying segment, the bytes before it cross first
+//! and the segment whole with the next read. A chunk without fds costs one
+//! peek more than a plain read; one with fds, two.
 
 use std::io::{self, Write};
 use std::net::Shutdown;
@@ -440,7 +469,12 @@ fn hold(shared: &Shared, step: Step, chan: Chan, dir: Dir, bytes: usize, fds: us
     d
 }
 
-const MAX_FDS: usize = 64;
+/// The most fds one message can carry (the kernel's SCM_MAX_FD): with room
+/// for all of them, none is lost to a short control buffer.
+const MAX_FDS: usize = 253;
+
+/// How many bytes a pump reads at most at a time.
+const READ_BUF: usize = 256 * 1024;
 
 /// How long the source's cpr EOF waits for the target's own EOF at most.
 pub const EOF_ORDER_BOUND: Duration = Duration::from_secs(2);
@@ -459,14 +493,14 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
         Dir::ToTarget => ("source", "target"),
         Dir::ToSource => ("target", "source"),
     };
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; READ_BUF];
     let mut first_data = true;
     loop {
         if !wait_readable(from, &shared.stop) {
             break;
         }
-        let (n, fds) = match recv_cloexec(from, &mut buf) {
-            Ok(r) => r,
+        let Chunk { n, fds_at, fds } = match recv_chunk(from, &mut buf) {
+            Ok(c) => c,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 if !pair.is_closed() {
@@ -475,7 +509,7 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
                         What::Channel(format!("read from {from_name}: {}", errno_name(&e))),
                     );
                 }
-                (0, Vec::new())
+                Chunk::default()
             }
         };
         if pair.is_closed() {
@@ -539,7 +573,7 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
             }
             _ => {}
         }
-        if let Err(e) = send_all(to, data, &pass) {
+        if let Err(e) = send_all(to, data, &pass, fds_at) {
             // As with a real socket whose reader went away: the writer's next
             // writes fail, and what the other side already sent still arrives.
             shared.timeline.record(
@@ -590,13 +624,22 @@ fn apply_close(d: Directive, pair: &Pair, shared: &Shared, actor: Actor) -> bool
 /// Receives bytes and fds; the fds are close-on-exec from the start, so a VMM
 /// the kit spawns meanwhile (for another trial) never inherits them.
 fn recv_cloexec(from: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    recv_with(from, buf, MsgFlags::empty())
+}
+
+/// One recvmsg with `flags` (and MSG_CMSG_CLOEXEC): the bytes, and the fds.
+fn recv_with(
+    from: &UnixStream,
+    buf: &mut [u8],
+    flags: MsgFlags,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = [io::IoSliceMut::new(buf)];
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
     let msg = recvmsg::<()>(
         from.as_raw_fd(),
         &mut iov,
         Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
+        flags | MsgFlags::MSG_CMSG_CLOEXEC,
     )
     .map_err(io::Error::from)?;
     let mut fds = Vec::new();
@@ -612,21 +655,156 @@ fn recv_cloexec(from: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<Own
     Ok((msg.bytes, fds))
 }
 
-fn send_all(to: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let mut off = 0;
-    if !fds.is_empty() {
-        off = to.send_with_fd(data, fds)?;
+/// What a pump read: `n` bytes, and the fds that came with them, which their
+/// sender attached at byte `fds_at` (the start of the segment they rode; it
+/// ends at `n`). `n` 0 without fds is EOF.
+#[derive(Default)]
+struct Chunk {
+    n: usize,
+    fds_at: usize,
+    fds: Vec<OwnedFd>,
+}
+
+/// Reads the next chunk into `buf`, and where in it its fds were sent (see
+/// the module's doc). Only this pump reads `from`, so what the peeks saw is
+/// still there when the bytes are taken; a sender may only add after it.
+fn recv_chunk(from: &UnixStream, buf: &mut [u8]) -> io::Result<Chunk> {
+    // A peek glues segments as a read does and stops after one with fds; but
+    // once it has filled `buf`, it goes on (copying nothing) to the first
+    // segment with fds, however far, and shows them too.
+    let (n, peeked) = recv_with(from, buf, MsgFlags::MSG_PEEK)?;
+    if n == 0 {
+        return Ok(Chunk::default());
     }
-    let mut w = to;
-    while off < data.len() {
-        match w.write(&data[off..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(k) => off += k,
+    if peeked.is_empty() {
+        // No fds anywhere in what is queued, so none come with these bytes.
+        let fds = take(from, &mut buf[..n])?;
+        return Ok(Chunk { n, fds_at: 0, fds });
+    }
+    drop(peeked);
+    // Where the segment holding the last byte begins: when the peek did not
+    // fill `buf`, that segment carries the fds and ends at `n`.
+    let last_at = if n == 1 {
+        0
+    } else {
+        segment_start(from, buf, n - 1)?
+    };
+    if n == buf.len() && last_at > 0 {
+        // The buffer may cut that segment, or the fds may be further on:
+        // take the bytes before it now (they carry none), the rest next time.
+        let fds = take(from, &mut buf[..last_at])?;
+        return Ok(Chunk {
+            n: last_at,
+            fds_at: 0,
+            fds,
+        });
+    }
+    let fds = take(from, &mut buf[..n])?;
+    Ok(Chunk {
+        n,
+        fds_at: last_at,
+        fds,
+    })
+}
+
+/// Where the queued segment that holds byte `at` of `from` begins, found
+/// without taking anything: a peek of `at + 1` bytes, the last of which is to
+/// land on a page that cannot be written. The kernel copies segment by
+/// segment; the one holding byte `at` fails to copy (EFAULT), and the peek
+/// returns the bytes of the segments before it (EFAULT itself when there are
+/// none: it begins at 0). The fds of that segment are not peeked: its copy
+/// failed before them. Raw libc: the iovec points at the guard page, which
+/// no Rust slice may cover.
+fn segment_start(from: &UnixStream, buf: &mut [u8], at: usize) -> io::Result<usize> {
+    assert!(at < buf.len());
+    let mut iov = [
+        libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: at,
+        },
+        libc::iovec {
+            iov_base: guard_page()?,
+            iov_len: 1,
+        },
+    ];
+    // SAFETY: an all-zero msghdr is valid (no name, no control buffer).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: the kernel writes at most `at` bytes into `buf`, which is that
+    // long, and nothing into the guard page (it cannot).
+    let r = unsafe { libc::recvmsg(from.as_raw_fd(), &mut msg, libc::MSG_PEEK) };
+    match usize::try_from(r) {
+        Ok(k) if k <= at => Ok(k),
+        Ok(_) => Err(io::Error::other("a peek wrote to the guard page")),
+        Err(_) => match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::EFAULT) => Ok(0),
+            e => Err(e),
+        },
+    }
+}
+
+/// A page of this process that cannot be read or written, mapped once and
+/// kept.
+fn guard_page() -> io::Result<*mut libc::c_void> {
+    use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+    use std::num::NonZeroUsize;
+    use std::sync::OnceLock;
+    static GUARD: OnceLock<usize> = OnceLock::new();
+    if let Some(&p) = GUARD.get() {
+        return Ok(p as *mut libc::c_void);
+    }
+    // SAFETY: a new private mapping, at an address the kernel picks, that
+    // aliases nothing (one byte asked: the kernel maps a whole page).
+    let p = unsafe {
+        mmap_anonymous(
+            None,
+            NonZeroUsize::MIN,
+            ProtFlags::PROT_NONE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }
+    .map_err(io::Error::from)?;
+    // Two pumps may map one each at once: the other's is kept unused.
+    Ok(*GUARD.get_or_init(|| p.as_ptr() as usize) as *mut libc::c_void)
+}
+
+/// Takes exactly `buf.len()` bytes (already seen by a peek), and the fds that
+/// come with them. A read of exactly these bytes touches no later segment.
+fn take(from: &UnixStream, buf: &mut [u8]) -> io::Result<Vec<OwnedFd>> {
+    let (mut off, mut fds) = (0, Vec::new());
+    while off < buf.len() {
+        match recv_with(from, &mut buf[off..], MsgFlags::empty()) {
+            Ok((0, _)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok((k, f)) => {
+                off += k;
+                fds.extend(f);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(fds)
+}
+
+/// Sends `data`, with `fds` (if any) on the segment that starts at byte
+/// `fds_at`: the bytes before it plainly, then the rest in one sendmsg, which
+/// puts the fds on its first segment.
+fn send_all(to: &UnixStream, data: &[u8], fds: &[RawFd], fds_at: usize) -> io::Result<()> {
+    let mut w = to;
+    if fds.is_empty() {
+        return w.write_all(data);
+    }
+    let (plain, seg) = data.split_at(fds_at);
+    w.write_all(plain)?;
+    let sent = loop {
+        match to.send_with_fd(seg, fds) {
+            Ok(k) => break k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    w.write_all(&seg[sent..])
 }
 
 fn count(t: &Traffic, chan: Chan, dir: Dir, n: usize, fds: usize) {

@@ -6,6 +6,7 @@
 use super::*;
 
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::mpsc;
 
@@ -227,11 +228,20 @@ impl Rig {
     /// target's accepted end, both with read timeouts.
     fn connect(&self, chan: Chan) -> (UnixStream, UnixStream) {
         let src = self.source(chan);
-        let listener = match chan {
+        (src, self.accept_target(chan))
+    }
+
+    fn listener(&self, chan: Chan) -> &UnixListener {
+        match chan {
             Chan::Cpr => self.cpr.as_ref(),
             Chan::Main => self.main.as_ref(),
         }
-        .expect("a listening target");
+        .expect("a listening target")
+    }
+
+    /// The target accepts the interposer's connection; its end, with a read timeout.
+    fn accept_target(&self, chan: Chan) -> UnixStream {
+        let listener = self.listener(chan);
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         let n = poll(
             &mut fds,
@@ -241,7 +251,66 @@ impl Rig {
         assert_eq!(n, 1, "the interposer did not connect to the target");
         let (tgt, _) = listener.accept().unwrap();
         tgt.set_read_timeout(Some(WAIT)).unwrap();
-        (src, tgt)
+        tgt
+    }
+
+    /// Makes the interposer's next connection to the target on `chan` wait:
+    /// the target's socket is bound again with a backlog of 0, and one
+    /// connection (returned) is left pending on it, so the interposer's
+    /// connect() blocks until [`Rig::unstall`]. Until then the interposer
+    /// starts no pump for that connection: whatever the source writes is all
+    /// queued when the pump first reads, whatever the timing.
+    fn stall(&mut self, chan: Chan) -> UnixStream {
+        use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+        let path = self
+            .routes
+            .iter()
+            .find(|r| r.chan == chan)
+            .unwrap()
+            .back
+            .clone();
+        let slot = match chan {
+            Chan::Cpr => &mut self.cpr,
+            Chan::Main => &mut self.main,
+        };
+        drop(slot.take());
+        std::fs::remove_file(&path).expect("remove the target's socket");
+        let fd = nix::sys::socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        nix::sys::socket::bind(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).expect("bind");
+        nix::sys::socket::listen(&fd, Backlog::new(0).unwrap()).expect("listen");
+        *slot = Some(UnixListener::from(fd));
+        let pending = UnixStream::connect(&path).expect("the pending connection");
+        // The backlog is full: a connect() would now block.
+        let probe = nix::sys::socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .expect("socket");
+        assert_eq!(
+            nix::sys::socket::connect(probe.as_raw_fd(), &UnixAddr::new(&path).unwrap()),
+            Err(nix::errno::Errno::EAGAIN),
+            "a connect() to the stalled target does not wait"
+        );
+        pending
+    }
+
+    /// Ends [`Rig::stall`]: the target accepts the pending connection, then
+    /// the interposer's; returns the target's end of the latter.
+    fn unstall(&self, chan: Chan, pending: UnixStream) -> UnixStream {
+        let (first, _) = self
+            .listener(chan)
+            .accept()
+            .expect("accept the pending one");
+        drop((first, pending));
+        self.accept_target(chan)
     }
 
     fn source(&self, chan: Chan) -> UnixStream {
@@ -776,4 +845,361 @@ fn dropping_the_interposer_while_a_source_eof_waits_for_the_target() {
     let took = rig.stop();
     assert!(took < Duration::from_millis(500), "stopping took {took:?}");
     expect_eof(&tgt);
+}
+
+// ------------------------------------------------------------------ (j)
+// The relay is invisible to how a peer reads: each fd reaches the same read
+// as without the interposer, even where the interposer reads plain bytes and
+// an fd-carrying message in one go.
+
+/// An int the kernel tells about socket `s` (`req`: FIONREAD or TIOCOUTQ).
+fn sock_ioctl(s: &UnixStream, req: libc::Ioctl) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: both requests write one int through the pointer.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), req, &mut n) };
+    assert_eq!(r, 0, "ioctl: {}", io::Error::last_os_error());
+    usize::try_from(n).expect("a count")
+}
+
+/// The bytes queued on `s` for its reader.
+fn unread_in(s: &UnixStream) -> usize {
+    sock_ioctl(s, libc::FIONREAD)
+}
+
+/// The memory of what `s` sent and its peer has not read yet: 0 once the
+/// peer has taken every byte.
+fn unread_out(s: &UnixStream) -> usize {
+    sock_ioctl(s, libc::TIOCOUTQ)
+}
+
+/// Whether `fd` is an fd on `m`.
+fn same_file(fd: &OwnedFd, m: &memfd::Memfd) -> bool {
+    let (a, b) = (
+        nix::sys::stat::fstat(fd).expect("fstat"),
+        nix::sys::stat::fstat(m.as_file()).expect("fstat"),
+    );
+    (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+}
+
+/// Reads exactly `n` bytes, each read asking for no more than what is left,
+/// with room for fds; the fds that came.
+#[track_caller]
+fn recv_exactly(s: &UnixStream, n: usize) -> (Vec<u8>, Vec<OwnedFd>) {
+    let (mut bytes, mut fds) = (vec![0u8; n], Vec::new());
+    let mut off = 0;
+    while off < n {
+        let (k, f) = super::recv_cloexec(s, &mut bytes[off..]).expect("read");
+        assert!(k > 0, "EOF after {off} of {n} bytes");
+        off += k;
+        fds.extend(f);
+    }
+    (bytes, fds)
+}
+
+/// The files whose fds a sender passes, told apart by inode.
+struct Files(Vec<memfd::Memfd>);
+
+impl Files {
+    fn new(tag: &str, n: usize) -> Files {
+        Files((0..n).map(|i| memfd(&format!("{tag}-{i}")).0).collect())
+    }
+
+    /// Which of the files `fd` is on.
+    #[track_caller]
+    fn which(&self, fd: &OwnedFd) -> usize {
+        self.0
+            .iter()
+            .position(|m| same_file(fd, m))
+            .expect("an fd on none of the files sent")
+    }
+}
+
+/// One write of a sender: bytes, and the files (by index) whose fds go with
+/// them in the same sendmsg (none: a plain write).
+struct Msg(Vec<u8>, Vec<usize>);
+
+/// `n` bytes that differ from those of another message (`seed`).
+fn bytes(seed: u8, n: usize) -> Vec<u8> {
+    (0..n).map(|i| seed.wrapping_add((i % 251) as u8)).collect()
+}
+
+/// What the VMMs send on their channels, and more: fds alone with one byte
+/// (QEMU), a header written plainly and then its body with an fd (Cloud
+/// Hypervisor), two fds in one message, two fd messages in a row, and a
+/// message longer than one segment (its fds ride the first).
+fn script() -> Vec<Msg> {
+    vec![
+        Msg(bytes(1, 5), vec![]),
+        Msg(bytes(2, 1), vec![0]),
+        Msg(bytes(3, 16), vec![]),
+        Msg(bytes(4, 4), vec![1]),
+        Msg(bytes(5, 8), vec![]),
+        Msg(bytes(6, 3), vec![2, 3]),
+        Msg(bytes(7, 2), vec![4]),
+        Msg(bytes(8, 40_000), vec![5]),
+        Msg(bytes(9, 7), vec![]),
+    ]
+}
+
+const SCRIPT_FILES: usize = 6;
+
+fn script_len(msgs: &[Msg]) -> usize {
+    msgs.iter().map(|m| m.0.len()).sum()
+}
+
+fn send_script(s: &UnixStream, msgs: &[Msg], files: &Files) {
+    for Msg(b, fds) in msgs {
+        if fds.is_empty() {
+            send(s, b);
+        } else {
+            let raw: Vec<RawFd> = fds.iter().map(|&i| files.0[i].as_raw_fd()).collect();
+            assert_eq!(s.send_with_fd(b, &raw).expect("sendmsg"), b.len());
+        }
+    }
+}
+
+/// How a reader reads: each read asks for the rest of the message it is in,
+/// for 64 KiB, or for so many bytes.
+#[derive(Debug, Clone, Copy)]
+enum Reads {
+    Messages,
+    Big,
+    Small(usize),
+}
+
+/// What one read got: how many bytes, and the files of the fds that came.
+type Got = (usize, Vec<usize>);
+
+/// Reads the whole script (all queued already) as `how` says; what each read
+/// got, and all the bytes.
+fn read_script(s: &UnixStream, msgs: &[Msg], files: &Files, how: Reads) -> (Vec<Got>, Vec<u8>) {
+    let total = script_len(msgs);
+    let ends: Vec<usize> = msgs
+        .iter()
+        .scan(0, |end, m| {
+            *end += m.0.len();
+            Some(*end)
+        })
+        .collect();
+    let (mut reads, mut all) = (Vec::new(), Vec::new());
+    while all.len() < total {
+        let off = all.len();
+        let want = match how {
+            Reads::Messages => ends.iter().find(|&&e| e > off).unwrap() - off,
+            Reads::Big => 64 * 1024,
+            Reads::Small(n) => n,
+        };
+        let mut buf = vec![0u8; want.min(total - off)];
+        let (n, fds) = super::recv_cloexec(s, &mut buf).expect("read");
+        assert!(n > 0, "EOF after {off} of {total} bytes");
+        all.extend_from_slice(&buf[..n]);
+        reads.push((n, fds.iter().map(|f| files.which(f)).collect()));
+    }
+    (reads, all)
+}
+
+/// The script read as `how` says straight from a socket pair: what a peer
+/// gets without the interposer.
+fn direct(msgs: &[Msg], files: &Files, how: Reads) -> Vec<Got> {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    send_script(&a, msgs, files);
+    let (reads, all) = read_script(&b, msgs, files, how);
+    assert_eq!(
+        all,
+        msgs.iter().flat_map(|m| m.0.clone()).collect::<Vec<_>>()
+    );
+    // The kernel's rule, which the relay must keep: the fds of a message
+    // come with the read that covers its first byte.
+    let mut starts = Vec::new();
+    let mut at = 0;
+    for m in msgs {
+        starts.push((at, &m.1));
+        at += m.0.len();
+    }
+    let mut off = 0;
+    for (n, fds) in &reads {
+        let want: Vec<usize> = starts
+            .iter()
+            .filter(|(s, _)| (off..off + n).contains(s))
+            .flat_map(|(_, f)| f.iter().copied())
+            .collect();
+        assert_eq!(fds, &want, "the read of bytes {off}..{}", off + n);
+        off += n;
+    }
+    reads
+}
+
+/// The script through the interposer, read as `how` says once it has all
+/// crossed, matches the reads without it.
+#[track_caller]
+fn assert_reads_as_direct(to: &UnixStream, msgs: &[Msg], files: &Files, how: Reads) {
+    let want = direct(msgs, files, how);
+    let total = script_len(msgs);
+    eventually("the script queued at the reader", || unread_in(to) == total);
+    let (got, all) = read_script(to, msgs, files, how);
+    assert!(
+        all == msgs.iter().flat_map(|m| m.0.clone()).collect::<Vec<_>>(),
+        "other bytes crossed"
+    );
+    if let Some(i) = (0..got.len().max(want.len())).find(|&i| got.get(i) != want.get(i)) {
+        let at: usize = want.iter().take(i).map(|r| r.0).sum();
+        panic!(
+            "read {i} (from byte {at}) through the interposer got {:?}, without it {:?} \
+             ({how:?}; {} reads and {}; fds through it: {:?}; without: {:?})",
+            got.get(i),
+            want.get(i),
+            got.len(),
+            want.len(),
+            with_fds(&got),
+            with_fds(&want),
+        );
+    }
+}
+
+/// The reads that got fds: where they began, and the fds.
+fn with_fds(reads: &[Got]) -> Vec<(usize, &[usize])> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    for (n, fds) in reads {
+        if !fds.is_empty() {
+            out.push((at, fds.as_slice()));
+        }
+        at += n;
+    }
+    out
+}
+
+#[test]
+fn a_header_read_plainly_leaves_the_fd_to_the_read_after_it() {
+    // Cloud Hypervisor's cpr: the sender writes a 16-byte header with a plain
+    // write, then 4 bytes with the memfd; the receiver reads the header with
+    // a plain read (no room for fds), then the 4 bytes with room for them.
+    let mut rig = Rig::new(|_| Directive::Forward);
+    let (ram, _) = memfd("j-header");
+    let pending = rig.stall(Chan::Cpr);
+    let src = rig.source(Chan::Cpr);
+    let header = *b"cpr-header-16-by";
+    send(&src, &header);
+    send_fd(&src, b"body", &ram);
+    let tgt = rig.unstall(Chan::Cpr, pending);
+
+    let mut got = [0u8; 16];
+    (&tgt)
+        .read_exact(&mut got)
+        .expect("the header, read plainly");
+    assert_eq!(got, header);
+    let (body, fds) = recv_exactly(&tgt, 4);
+    assert_eq!(body, b"body");
+    assert_eq!(
+        fds.len(),
+        1,
+        "the memfd did not come with the body (the plain header read took it)"
+    );
+    assert!(same_file(&fds[0], &ram), "not the memfd sent");
+    // The interposer read the two in one go (the case it must split), and
+    // held them as one message.
+    assert_eq!(
+        rig.holds(),
+        [(Step::CprSave, Chan::Cpr, Dir::ToTarget, 20, 1)]
+    );
+    eventually("traffic counted", || {
+        load(&rig.traffic().cpr_bytes) == 20 && load(&rig.traffic().cpr_fds) == 1
+    });
+    rig.note_index("1 fds crossed to the target");
+}
+
+#[rstest]
+#[case::by_message(Reads::Messages)]
+#[case::big_reads(Reads::Big)]
+#[case::small_reads(Reads::Small(3))]
+fn fds_of_many_messages_each_reach_the_read_they_would_without_the_interposer(#[case] how: Reads) {
+    let msgs = script();
+    let files = Files::new(&format!("j-many-{how:?}"), SCRIPT_FILES);
+    let mut rig = Rig::new(|_| Directive::Forward);
+    let pending = rig.stall(Chan::Cpr);
+    let src = rig.source(Chan::Cpr);
+    send_script(&src, &msgs, &files);
+    let tgt = rig.unstall(Chan::Cpr, pending);
+    assert_reads_as_direct(&tgt, &msgs, &files, how);
+    eventually("traffic counted", || {
+        load(&rig.traffic().cpr_bytes) == script_len(&msgs) as u64
+            && load(&rig.traffic().cpr_fds) == SCRIPT_FILES as u64
+    });
+}
+
+#[rstest]
+#[case::main_to_target(Chan::Main, Dir::ToTarget)]
+#[case::main_to_source(Chan::Main, Dir::ToSource)]
+#[case::cpr_to_target(Chan::Cpr, Dir::ToTarget)]
+#[case::cpr_to_source(Chan::Cpr, Dir::ToSource)]
+fn fds_reach_the_same_reads_on_either_channel_either_way(#[case] chan: Chan, #[case] dir: Dir) {
+    for how in [Reads::Messages, Reads::Big] {
+        let msgs = script();
+        let files = Files::new(&format!("j-way-{chan:?}-{dir:?}-{how:?}"), SCRIPT_FILES);
+        let (tx, rx) = mpsc::channel();
+        let rig = Rig::new(gate(Step::MainStream, rx));
+        // While main-stream is held nothing crosses: the pump of the way under
+        // test stops after a first byte, and the script queues behind it.
+        let (msrc, mtgt) = rig.connect(Chan::Main);
+        send(&msrc, b"m");
+        rig.wait_hold(Step::MainStream);
+        let (src, tgt) = match chan {
+            Chan::Main => (msrc.try_clone().unwrap(), mtgt.try_clone().unwrap()),
+            Chan::Cpr => rig.connect(Chan::Cpr),
+        };
+        let (from, to) = match dir {
+            Dir::ToTarget => (src, tgt),
+            Dir::ToSource => (tgt, src),
+        };
+        let first = if (chan, dir) == (Chan::Main, Dir::ToTarget) {
+            // The held message itself.
+            b"m"
+        } else {
+            send(&from, b"p");
+            eventually("the first byte taken by the interposer", || {
+                unread_out(&from) == 0
+            });
+            b"p"
+        };
+        send_script(&from, &msgs, &files);
+        tx.send(Directive::Forward).unwrap();
+        let (b, f) = recv_exactly(&to, 1);
+        assert_eq!((b.as_slice(), f.len()), (&first[..], 0));
+        assert_reads_as_direct(&to, &msgs, &files, how);
+        drop((msrc, mtgt));
+    }
+}
+
+#[test]
+fn an_fd_segment_the_read_buffer_cuts_crosses_whole() {
+    let mut rig = Rig::new(|_| Directive::Forward);
+    let (ram, _) = memfd("j-cut");
+    let pending = rig.stall(Chan::Cpr);
+    let src = rig.source(Chan::Cpr);
+    // Room to queue more than the interposer reads at a time.
+    nix::sys::socket::setsockopt(&src, nix::sys::socket::sockopt::SndBuf, &(1 << 20))
+        .expect("SO_SNDBUF");
+    src.set_write_timeout(Some(WAIT)).unwrap();
+    // A message with an fd that starts before the end of the interposer's
+    // buffer and ends after it.
+    let plain = bytes(1, super::READ_BUF - 4000);
+    let seg = bytes(2, 8000);
+    send(&src, &plain);
+    send_fd(&src, &seg, &ram);
+    let tgt = rig.unstall(Chan::Cpr, pending);
+
+    let (b, f) = recv_exactly(&tgt, plain.len());
+    assert!(b == plain, "other bytes crossed");
+    assert_eq!(f.len(), 0, "the fd came early");
+    // One read with room for more gets the message whole, with its fd, as
+    // it would without the interposer.
+    let mut buf = vec![0u8; 64 * 1024];
+    let (n, fds) = super::recv_cloexec(&tgt, &mut buf).expect("read");
+    assert_eq!((n, fds.len()), (seg.len(), 1));
+    assert!(buf[..n] == seg[..], "other bytes crossed");
+    assert!(same_file(&fds[0], &ram), "not the memfd sent");
+    assert_eq!(
+        rig.holds(),
+        [(Step::CprSave, Chan::Cpr, Dir::ToTarget, 8000, 1)]
+    );
 }
