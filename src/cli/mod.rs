@@ -93,6 +93,11 @@ enum Command {
         /// XML. On stdout; progress stays on stderr.
         #[arg(long, value_enum, default_value_t = run::Format::Text)]
         format: run::Format,
+        /// The known-violations list to judge the run against, instead of
+        /// each VMM's own (snapshots/<vmm>/known-violations.toml): for a build
+        /// that does not inherit its kind's list (another build id).
+        #[arg(long, value_name = "FILE")]
+        known_violations: Option<PathBuf>,
     },
     /// Certify a VMM for a profile: every trial of the profile's cases, no
     /// skip, no known violation excused; writes the bundle to --out.
@@ -177,7 +182,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             jobs,
             keep,
             format,
-        } => run::run(&select, jobs, keep, format),
+            known_violations,
+        } => run::run(&select, jobs, keep, format, known_violations.as_deref()),
         Command::Certify {
             vmm,
             profile,

@@ -32,7 +32,13 @@ pub enum Format {
     Junit,
 }
 
-pub fn run(select: &Select, jobs: usize, keep: bool, format: Format) -> Result<ExitCode> {
+pub fn run(
+    select: &Select,
+    jobs: usize,
+    keep: bool,
+    format: Format,
+    known_list: Option<&Path>,
+) -> Result<ExitCode> {
     let cases = load_cases()?;
     let selection = select.select(&cases)?;
     if selection.matching == 0 {
@@ -62,7 +68,7 @@ pub fn run(select: &Select, jobs: usize, keep: bool, format: Format) -> Result<E
     };
     let ok = match format {
         Format::Text => {
-            let expectations = Expectations::load(results, version_of)?;
+            let expectations = Expectations::load(results, version_of, known_list)?;
             print_table(results, &expectations);
             let ok = print_summary(results, &expectations);
             if let Some(line) = trials.interrupted() {
@@ -71,7 +77,7 @@ pub fn run(select: &Select, jobs: usize, keep: bool, format: Format) -> Result<E
             ok
         }
         Format::Json | Format::Junit => {
-            let known = KnownByVmm::load(results, version_of)?;
+            let known = KnownByVmm::load(results, version_of, known_list)?;
             let report = Report::run(
                 selection
                     .adapters

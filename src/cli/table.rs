@@ -16,11 +16,15 @@ pub struct Expectations {
 }
 
 impl Expectations {
-    /// Loads each VMM's `known-violations.toml` from its snapshot directory,
-    /// for its version.
-    pub fn load(results: &[TrialResult], version_of: impl Fn(&str) -> String) -> Result<Self> {
+    /// Loads each VMM's `known-violations.toml` from its snapshot directory
+    /// (or the `chosen` file), for its version.
+    pub fn load(
+        results: &[TrialResult],
+        version_of: impl Fn(&str) -> String,
+        chosen: Option<&std::path::Path>,
+    ) -> Result<Self> {
         Ok(Expectations {
-            known: KnownByVmm::load(results, version_of)?,
+            known: KnownByVmm::load(results, version_of, chosen)?,
         })
     }
 

@@ -18,7 +18,17 @@
 //! reason = "QEMU 10.0 saves the CPR state (the fds) before it stops the VM"
 //! upstream = "https://lore.kernel.org/qemu-devel/..."
 //! versions = ">=10.0, <10.1"   # optional: the VMM versions it holds for
+//! builds = ["QEMU 10.0.2 (Debian *"]  # optional: globs on what the VMM reports of itself
 //! ```
+//!
+//! A trial glob written for the list's own VMM kind (`qemu::...` in
+//! `snapshots/qemu/`) covers that kind's trials however the VMM was named
+//! (`--vmm qemu:/usr/bin/qemu-system-x86_64`). `versions` and `builds` say
+//! which builds an entry belongs to: a build whose self-description (its
+//! adapter's `version()`, e.g. `QEMU 10.0.2 (Debian 1:10.0.2+ds-2...)`) no
+//! `builds` glob matches does not inherit the entry, so a patched 10.0.2 built
+//! from source is judged on its own, unless a list is chosen for it
+//! (`cprkit run --known-violations FILE`).
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +51,9 @@ pub struct KnownViolation {
     pub upstream: String,
     /// The VMM versions the entry holds for (`>=10.0, <10.1`); none: all.
     pub versions: Option<VersionRange>,
+    /// Globs on the VMM's self-description (its version line): the builds
+    /// the entry holds for; empty: every build in `versions`.
+    pub builds: Vec<String>,
     /// The line of the entry in its file.
     pub line: usize,
 }
@@ -137,16 +150,43 @@ fn cmp_versions(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
         .unwrap_or(std::cmp::Ordering::Equal)
 }
 
+/// The VMM kind of a list at `path`: its directory's name (`snapshots/qemu/`).
+fn owner_of(path: &Path) -> String {
+    path.parent()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Whether a trial glob of the list of VMM kind `owner` (its snapshot
+/// directory's name) covers `trial`. A glob written for the list's own kind
+/// (`qemu::memory-running/*` in `snapshots/qemu/`) covers that kind's trial
+/// however the VMM was named on the command line
+/// (`qemu:/usr/bin/qemu-system-x86_64::memory-running/no-fault`): the list is
+/// only ever applied to trials of its own kind.
+fn glob_covers(glob: &str, trial: &str, owner: &str) -> bool {
+    if glob_match(glob, trial) {
+        return true;
+    }
+    match (glob.split_once("::"), trial.split_once("::")) {
+        (Some((kind, glob_rest)), Some((_, trial_rest))) => {
+            kind.replace(':', "-") == owner && glob_match(glob_rest, trial_rest)
+        }
+        _ => false,
+    }
+}
+
 impl KnownViolation {
-    fn covers_trial(&self, trial: &str) -> bool {
-        self.trials.iter().any(|g| glob_match(g, trial))
+    fn covers_trial(&self, trial: &str, owner: &str) -> bool {
+        self.trials.iter().any(|g| glob_covers(g, trial, owner))
     }
 
-    /// Whether this entry expects `v`, a verdict of `trial`.
-    pub fn expects(&self, trial: &str, v: &Verdict) -> bool {
+    /// Whether this entry of the list of VMM kind `owner` expects `v`, a
+    /// verdict of `trial`.
+    pub fn expects(&self, trial: &str, owner: &str, v: &Verdict) -> bool {
         v.status == Status::Fail
             && v.rule == self.rule
-            && self.covers_trial(trial)
+            && self.covers_trial(trial, owner)
             && glob_match(&self.evidence, &v.evidence)
     }
 }
@@ -155,6 +195,8 @@ impl KnownViolation {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KnownViolations {
     pub path: PathBuf,
+    /// The VMM kind the list belongs to: the snapshot directory's name.
+    pub owner: String,
     pub entries: Vec<KnownViolation>,
 }
 
@@ -176,6 +218,8 @@ struct EntryForm {
     upstream: Spanned<String>,
     #[serde(default)]
     versions: Option<Spanned<String>>,
+    #[serde(default)]
+    builds: Vec<String>,
 }
 
 fn any() -> String {
@@ -237,11 +281,13 @@ impl KnownViolations {
                 reason: e.reason.into_inner(),
                 upstream: e.upstream.into_inner(),
                 versions,
+                builds: e.builds,
                 line,
             });
         }
         Ok(KnownViolations {
             path: path.to_path_buf(),
+            owner: owner_of(path),
             entries,
         })
     }
@@ -252,6 +298,7 @@ impl KnownViolations {
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&path, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KnownViolations {
+                owner: owner_of(&path),
                 path,
                 entries: Vec::new(),
             }),
@@ -259,16 +306,30 @@ impl KnownViolations {
         }
     }
 
-    /// Keeps the entries that hold for a VMM of this version.
+    /// Loads a chosen file as the list of VMM kind `owner`; the file must exist.
+    pub fn load_file(path: &Path, owner: &str) -> Result<Self, CaseError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CaseError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut list = Self::parse(path, &text)?;
+        list.owner = owner.to_string();
+        Ok(list)
+    }
+
+    /// Keeps the entries that hold for a VMM that reports itself as
+    /// `version` (its version range, and its builds).
     pub fn for_version(mut self, version: &str) -> Self {
-        self.entries
-            .retain(|e| e.versions.as_ref().is_none_or(|r| r.contains(version)));
+        self.entries.retain(|e| {
+            e.versions.as_ref().is_none_or(|r| r.contains(version))
+                && (e.builds.is_empty() || e.builds.iter().any(|g| glob_match(g, version)))
+        });
         self
     }
 
     /// The entry that expects this verdict, if any.
     pub fn expecting(&self, trial: &str, v: &Verdict) -> Option<&KnownViolation> {
-        self.entries.iter().find(|k| k.expects(trial, v))
+        self.entries.iter().find(|k| k.expects(trial, &self.owner, v))
     }
 }
 
@@ -282,14 +343,20 @@ pub struct KnownByVmm {
 impl KnownByVmm {
     /// Loads the file of every VMM of `results` (no file: nothing known),
     /// keeping the entries that hold for its version (`version_of(vmm name)`).
+    /// With `chosen`, that file is every VMM's list instead (a build that
+    /// does not inherit its kind's list can be given one).
     pub fn load(
         results: &[crate::runner::TrialResult],
         version_of: impl Fn(&str) -> String,
+        chosen: Option<&Path>,
     ) -> Result<Self, CaseError> {
         let mut by_vmm = std::collections::BTreeMap::new();
         for r in results {
             if !by_vmm.contains_key(&r.id.vmm) {
-                let known = KnownViolations::load(&vmm_snapshots_dir(&r.snapshot_dir))?;
+                let known = match chosen {
+                    Some(file) => KnownViolations::load_file(file, &r.snapshot_dir)?,
+                    None => KnownViolations::load(&vmm_snapshots_dir(&r.snapshot_dir))?,
+                };
                 by_vmm.insert(r.id.vmm.clone(), known.for_version(&version_of(&r.id.vmm)));
             }
         }
@@ -321,10 +388,15 @@ impl Reconciled<'_> {
 /// Sorts the verdicts of a run (trial name, its verdicts) against `known`.
 pub fn reconcile<'k>(known: &'k KnownViolations, run: &[(String, Vec<Verdict>)]) -> Reconciled<'k> {
     let mut out = Reconciled::default();
+    let owner = &known.owner;
     let mut seen = vec![false; known.entries.len()];
     for (trial, verdicts) in run {
         for v in verdicts.iter().filter(|v| v.status == Status::Fail) {
-            match known.entries.iter().position(|k| k.expects(trial, v)) {
+            match known
+                .entries
+                .iter()
+                .position(|k| k.expects(trial, owner, v))
+            {
                 Some(i) => {
                     seen[i] = true;
                     out.expected
@@ -335,7 +407,7 @@ pub fn reconcile<'k>(known: &'k KnownViolations, run: &[(String, Vec<Verdict>)])
         }
     }
     for (i, k) in known.entries.iter().enumerate() {
-        if !seen[i] && run.iter().any(|(t, _)| k.covers_trial(t)) {
+        if !seen[i] && run.iter().any(|(t, _)| k.covers_trial(t, owner)) {
             out.unseen.push(k);
         }
     }
@@ -408,6 +480,66 @@ upstream = "https://example.org/patch"
         );
         assert!(r.unseen.is_empty());
         assert!(!r.is_clean());
+    }
+
+    #[test]
+    fn the_list_of_a_kind_applies_however_the_vmm_was_named() {
+        // snapshots/qemu/known-violations.toml, its globs written `qemu::`.
+        let k = KnownViolations::parse(Path::new("snapshots/qemu/known-violations.toml"), FILE)
+            .unwrap();
+        assert_eq!(k.owner, "qemu");
+        let ord1 = verdict(
+            "ORD-1",
+            Status::Fail,
+            "source runstate `running` when the first fd crossed",
+        );
+        for name in [
+            "qemu::memory-running/no-fault",
+            "qemu:/usr/bin/qemu-system-x86_64::memory-running/no-fault",
+        ] {
+            assert!(k.expecting(name, &ord1).is_some(), "{name}");
+        }
+        // Not another case, and not another rule or evidence.
+        assert!(
+            k.expecting(
+                "qemu:/usr/bin/qemu-system-x86_64::memory-paused/no-fault",
+                &ord1
+            )
+            .is_none()
+        );
+        // A mutant's list: its directory spells the name with `-`.
+        let m = KnownViolations::parse(
+            Path::new("snapshots/refvmm-legacy-stop-order/known-violations.toml"),
+            &FILE.replace("qemu::", "refvmm:legacy-stop-order::"),
+        )
+        .unwrap();
+        assert!(
+            m.expecting("refvmm:legacy-stop-order::memory-running/no-fault", &ord1)
+                .is_some()
+        );
+        // A glob that names another kind keeps its plain meaning.
+        let other = KnownViolations::parse(
+            Path::new("snapshots/qemu/known-violations.toml"),
+            &FILE.replace("qemu::", "refvmm::"),
+        )
+        .unwrap();
+        assert!(
+            other
+                .expecting("qemu::memory-running/no-fault", &ord1)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_entry_keyed_by_build_holds_for_that_build_only() {
+        let text = format!("{FILE}versions = \">=10.0, <10.1\"\nbuilds = [\"QEMU 10.0.2 (Debian *\"]\n");
+        let k = KnownViolations::parse(Path::new("k.toml"), &text).unwrap();
+        let stock = k.clone().for_version("QEMU 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)");
+        assert_eq!(stock.entries.len(), 1);
+        // A build of the same version from patched source reports no Debian
+        // package: it does not inherit the stock build's entry.
+        let patched = k.for_version("QEMU 10.0.2");
+        assert!(patched.entries.is_empty());
     }
 
     #[test]
