@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::faults::BadRequest;
+use crate::steps::Step;
 
 /// Which side of the handover a process plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -171,6 +172,13 @@ pub trait Adapter: Send + Sync {
     /// The snapshot directory under snapshots/ for this adapter's trials.
     fn snapshot_dir(&self) -> String {
         self.name().replace(':', "-")
+    }
+    /// Whether this VMM's handover has `step` when the source runs with these
+    /// migration capabilities. A fault point at a step the VMM does not have
+    /// could test nothing: it is never planned. Every step by default.
+    fn has_step(&self, step: Step, capabilities: &[String]) -> bool {
+        let _ = (step, capabilities);
+        true
     }
     /// Whether a snapshot of this adapter's trials keeps the ordered steps.
     /// Yes by default; no for a VMM whose own threads report events at

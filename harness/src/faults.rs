@@ -217,6 +217,44 @@ impl Fault {
     }
 }
 
+/// What a correct VMM's handover must end with, given the trial's fault
+/// point: the table DONE-0 judges (docs/contract.md, "The handover happens").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// The fault is harmless (or there is none): the transfer completes.
+    Completes,
+    /// The transfer fails or is cancelled. With `refusal`, a VMM may also
+    /// refuse the migrate command itself (its target was gone before it came).
+    Fails { refusal: bool },
+    /// Either end is correct (the source is killed, or the device's act may
+    /// be recovered from); other rules judge what it leaves behind.
+    Either,
+    /// The migrate request is malformed: it must be refused (ERR-1).
+    Refused,
+}
+
+/// The end a correct VMM reaches with `fault` at `step`; `None` is the
+/// fault-free handover.
+pub fn expected_end(point: Option<(Fault, Step)>) -> Expected {
+    let Some((fault, step)) = point else {
+        return Expected::Completes;
+    };
+    match fault {
+        Fault::DeviceDelay => Expected::Completes,
+        Fault::KillTarget | Fault::HangTarget => Expected::Fails {
+            refusal: step == Step::TargetListen,
+        },
+        Fault::Cancel
+        | Fault::CprClose
+        | Fault::CprDropFds
+        | Fault::MainClose
+        | Fault::MainCorrupt
+        | Fault::DeviceBusy => Expected::Fails { refusal: false },
+        Fault::KillSource | Fault::DeviceReleaseFail | Fault::DeviceDisconnect => Expected::Either,
+        Fault::BadRequest(_) => Expected::Refused,
+    }
+}
+
 /// Which process's which message a device fault at `step` acts on: the
 /// source's release at release-owner, the target's take-over at target-init;
 /// `None` at a step with no device message (never planned for a device fault:
@@ -273,6 +311,27 @@ mod tests {
                 assert_eq!(f.pid, want, "{p}");
             }
         }
+    }
+
+    #[test]
+    fn only_a_harmless_fault_expects_a_completed_handover() {
+        assert_eq!(expected_end(None), Expected::Completes);
+        for p in FaultPoint::matrix(true) {
+            let e = expected_end(Some((p.fault, p.step)));
+            assert_eq!(
+                e == Expected::Completes,
+                p.fault == Fault::DeviceDelay,
+                "{p}: {e:?}"
+            );
+        }
+        assert_eq!(
+            expected_end(Some((Fault::KillTarget, Step::TargetListen))),
+            Expected::Fails { refusal: true }
+        );
+        assert_eq!(
+            expected_end(Some((Fault::KillTarget, Step::CprSave))),
+            Expected::Fails { refusal: false }
+        );
     }
 
     #[test]

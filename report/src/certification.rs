@@ -16,7 +16,8 @@ impl Report {
     /// The certification of `vmm` for `profile` from the results of every
     /// trial of the profile's cases. No skip: a trial that did not run fails
     /// the certification, and so does any broken rule (known violations excuse
-    /// nothing here), and so does a profile without a trial.
+    /// nothing here), a rule of the profile that no trial exercised, and a
+    /// profile without a trial.
     pub fn certification(
         vmm: Vmm,
         profile: Profile,
@@ -53,6 +54,17 @@ impl Report {
                 r.id,
                 plural(r.broken_in, "trial", "trials")
             ));
+        }
+        // Nothing passes on nothing: a rule of the profile that no trial
+        // exercised was never shown to hold.
+        if !trials.is_empty() {
+            for r in rules.iter().filter(|r| r.exercised_in == 0) {
+                reasons.push(format!(
+                    "{} was never exercised: not applicable in all {} (a rule is certified only by trials that judged it)",
+                    r.id,
+                    plural(r.not_applicable_in, "trial", "trials")
+                ));
+            }
         }
         if let Some(l) = leaks.as_ref().filter(|l| !l.clean) {
             reasons.push(format!("the run left something behind: {}", l.text));

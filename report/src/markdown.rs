@@ -106,7 +106,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(out, "## Rules\n");
     let _ = writeln!(
         out,
-        "| ID | MUST | Verdict | Trials broken | passed | not applicable |\n|---|---|---|---:|---:|---:|"
+        "| ID | MUST | Verdict | Trials exercised | broken | passed | not applicable |\n|---|---|---|---:|---:|---:|---:|"
     );
     for rule in &r.rules {
         let verdict = match rule.verdict {
@@ -115,9 +115,10 @@ pub fn render(r: &Report) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {verdict} | {} | {} | {} |",
+            "| {} | {} | {verdict} | {} | {} | {} | {} |",
             rule.id,
             cell(&rule.text),
+            rule.exercised_in,
             rule.broken_in,
             rule.passed_in,
             rule.not_applicable_in

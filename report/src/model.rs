@@ -122,6 +122,8 @@ pub struct RuleSummary {
     /// The MUST text, as in docs/contract.md.
     pub text: String,
     pub verdict: RuleVerdict,
+    /// Trials that judged it (passed or broke it): positive evidence.
+    pub exercised_in: usize,
     pub passed_in: usize,
     pub broken_in: usize,
     pub not_applicable_in: usize,

@@ -89,6 +89,7 @@ pub(crate) fn rule_summaries(trials: &[TrialReport]) -> Vec<RuleSummary> {
                 id: rule.id.into(),
                 text: rule.text.into(),
                 verdict: RuleVerdict::NotJudged,
+                exercised_in: 0,
                 passed_in: 0,
                 broken_in: 0,
                 not_applicable_in: 0,
@@ -106,6 +107,7 @@ pub(crate) fn rule_summaries(trials: &[TrialReport]) -> Vec<RuleSummary> {
                     }
                 }
             }
+            s.exercised_in = s.passed_in + s.broken_in;
             s.verdict = if s.broken_in > 0 {
                 RuleVerdict::Fail
             } else if s.passed_in > 0 {

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use crate::qmp_monitor::connect_qmp;
 use cprkit_harness::adapter::{Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, Monitor};
+use cprkit_harness::plan::Step;
 use serde_json::json;
 
 use crate::VmmError;
@@ -317,6 +318,12 @@ impl Adapter for Qemu {
         } else {
             format!("QEMU {} {}", self.version, self.package)
         }
+    }
+
+    /// Without the `return-path` capability QEMU's target never writes to
+    /// the main channel: there is no target-resume message to hold.
+    fn has_step(&self, step: Step, capabilities: &[String]) -> bool {
+        step != Step::TargetResume || capabilities.iter().any(|c| c == "return-path")
     }
 
     /// Every QEMU's trials share `snapshots/qemu/` (a path in the name would

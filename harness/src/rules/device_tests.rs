@@ -226,8 +226,8 @@ fn device_rules_do_not_apply_without_a_device() {
     }
     assert_eq!(
         judge(&d.r).len(),
-        10,
-        "a memory trial has the ten memory rules"
+        13,
+        "a memory trial has the thirteen memory rules"
     );
 }
 

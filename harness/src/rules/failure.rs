@@ -2,7 +2,8 @@
 
 use super::{Verdict, ms};
 use crate::adapter::{Role, VmEvent};
-use crate::record::TrialRecord;
+use crate::plan::Fault;
+use crate::record::{MigrateReply, TrialRecord};
 use crate::timeline::{Actor, What};
 
 /// Why the source cannot be judged on its failure path, if it cannot.
@@ -27,24 +28,26 @@ fn source_events_after_migrate(r: &TrialRecord) -> Vec<&VmEvent> {
 
 pub fn fail1(r: &TrialRecord) -> Verdict {
     const ID: &str = "FAIL-1";
-    if let Some(why) = source_unjudgeable(r) {
+    // A refused valid migrate is a failed transfer too: the source must be
+    // as it was (a malformed request's refusal is ERR-1's).
+    let refused = matches!(r.migrate, MigrateReply::Refused(_))
+        && !matches!(r.fault(), Some(Fault::BadRequest(_)));
+    if !refused && let Some(why) = source_unjudgeable(r) {
         return Verdict::na(ID, why);
     }
     if let Some(x) = r.source.exit {
-        return Verdict::fail(
-            ID,
-            format!("the source process died on the failure path: {x}"),
-        );
+        return Verdict::na(ID, format!("the source {x} by itself: LIVE-1 judges it"));
     }
     let got = r.source.runstate.as_deref().unwrap_or("unknown");
     let bound = format!("bound {} ms", r.settle.as_millis());
+    let what = if refused { "refused; " } else { "" };
     if got == r.prior {
-        Verdict::pass(ID, format!("source back to `{got}`")).with_detail(bound)
+        Verdict::pass(ID, format!("{what}source back to `{got}`")).with_detail(bound)
     } else {
         Verdict::fail(
             ID,
             format!(
-                "source ended `{got}`; it was `{}` when migrate came",
+                "{what}source ended `{got}`; it was `{}` when migrate came",
                 r.prior
             ),
         )
@@ -95,7 +98,7 @@ pub fn fail2(r: &TrialRecord) -> Verdict {
 
 pub fn fail3(r: &TrialRecord) -> Verdict {
     const ID: &str = "FAIL-3";
-    if r.migrate != crate::record::MigrateReply::Accepted {
+    if r.migrate != MigrateReply::Accepted {
         return Verdict::na(ID, "no transfer started");
     }
     let from = r.migrate_at().unwrap_or_default();
@@ -152,8 +155,20 @@ pub fn fail4(r: &TrialRecord) -> Verdict {
     if !reached {
         return Verdict::pass(ID, "the target never received the CPR state and never ran");
     }
+    // The target's own account of its migration: a load that failed and
+    // left it stopped is what the contract allows ("stays stopped in a state
+    // the adapter can kill"); one that never ended is a target still waiting.
+    let own = r.target.migration.as_ref().map(|m| m.status.as_str());
     match rs {
         Some("running") => Verdict::fail(ID, "the target is running after the failed transfer"),
+        _ if matches!(own, Some("failed" | "cancelled")) => Verdict::pass(
+            ID,
+            format!(
+                "the target's own migration ended `{}` and it stayed stopped (`{}`)",
+                own.unwrap_or_default(),
+                rs.unwrap_or("no monitor")
+            ),
+        ),
         None | Some("inmigrate") => Verdict::fail(
             ID,
             format!(

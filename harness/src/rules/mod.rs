@@ -7,8 +7,11 @@
 mod completion;
 mod devices;
 mod failure;
+mod handover;
+mod liveness;
 mod memory;
 mod ordering;
+mod reach;
 mod requests;
 
 use serde::Serialize;
@@ -16,7 +19,7 @@ use serde::Serialize;
 use crate::record::TrialRecord;
 
 /// The contract version these checkers implement (docs/contract.md).
-pub const CONTRACT_VERSION: &str = "1.0";
+pub const CONTRACT_VERSION: &str = "1.1";
 
 /// A rule's outcome in one trial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,7 +113,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         id: "FAIL-1",
-        text: "After a failed or cancelled transfer the source returns to the runstate it had when the migrate command came, within a bounded time.",
+        text: "After a failed or cancelled transfer, or a valid migrate command it refused, the source returns to (or stays in) the runstate it had when the migrate command came, within a bounded time.",
         check: failure::fail1,
         device: false,
     },
@@ -128,8 +131,14 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         id: "FAIL-4",
-        text: "A failed transfer leaves the target not running: it exits, or stays stopped in a state the adapter can kill.",
+        text: "A failed transfer leaves the target not running: it exits, or stays stopped in a state the adapter can kill (its own migration failed); a target still waiting for the state breaks it.",
         check: failure::fail4,
+        device: false,
+    },
+    Rule {
+        id: "DONE-0",
+        text: "A valid migrate command starts a handover: it is answered, accepted (refused only when the target was gone before it came), and survived; with no fault, or a harmless one, the transfer completes.",
+        check: handover::done0,
         device: false,
     },
     Rule {
@@ -162,18 +171,43 @@ pub const RULES: &[Rule] = &[
         check: requests::err2,
         device: false,
     },
+    Rule {
+        id: "LIVE-1",
+        text: "A VMM process the kit did not kill never dies by a signal; a source exits only after its migration ended (with status 0 after a completed transfer).",
+        check: liveness::live1,
+        device: false,
+    },
+    Rule {
+        id: REACH_ID,
+        text: "The trial reaches its fault point: the step it names happens, and the fault is injected there. A trial that never reached it tested nothing it names.",
+        check: reach_alone,
+        device: false,
+    },
 ];
+
+/// The ID of the reachability verdict, judged after every other rule (its
+/// evidence names the rules that explain a point not reached).
+pub const REACH_ID: &str = "REACH-1";
+
+fn reach_alone(r: &TrialRecord) -> Verdict {
+    reach::reach1(r, &[])
+}
 
 /// The rules of a profile with (`device`) or without a vhost device, in the contract's order.
 pub fn rules_for(device: bool) -> impl Iterator<Item = &'static Rule> {
     RULES.iter().filter(move |r| device || !r.device)
 }
 
-/// Judges a trial by every rule of its profile.
+/// Judges a trial by every rule of its profile; REACH-1 last, seeing the
+/// others' verdicts.
 pub fn judge(record: &TrialRecord) -> Vec<Verdict> {
-    rules_for(record.device.is_some())
+    let mut verdicts: Vec<Verdict> = rules_for(record.device.is_some())
         .map(|r| (r.check)(record))
-        .collect()
+        .collect();
+    if let Some(i) = verdicts.iter().position(|v| v.rule == REACH_ID) {
+        verdicts[i] = reach::reach1(record, &verdicts[..i]);
+    }
+    verdicts
 }
 
 /// The rule with this ID.

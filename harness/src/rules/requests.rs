@@ -30,11 +30,37 @@ pub fn err1(r: &TrialRecord) -> Verdict {
         MigrateReply::NotSent => return Verdict::na(ID, "the request was never sent"),
     }
     let from = r.migrate_at().unwrap_or_default();
-    let touched = r
+    let touched: Vec<(&'static str, std::time::Duration)> = r
         .events(Actor::Source)
-        .any(|(e, ev)| e.at >= from && matches!(ev, VmEvent::Stop | VmEvent::Resume));
+        .filter(|(e, _)| e.at >= from)
+        .filter_map(|(e, ev)| match ev {
+            VmEvent::Stop => Some(("STOP", e.at)),
+            VmEvent::Resume => Some(("RESUME", e.at)),
+            _ => None,
+        })
+        .collect();
     let rs = r.source.runstate.as_deref().unwrap_or("unknown");
-    if touched || rs != r.prior {
+    if !touched.is_empty() {
+        let names: Vec<&str> = touched.iter().map(|(n, _)| *n).collect();
+        let times: Vec<String> = touched
+            .iter()
+            .map(|(n, at)| format!("{n} at {}", super::ms(*at)))
+            .collect();
+        let pair = if names == ["STOP", "RESUME"] {
+            "stopped and resumed around the refusal (a STOP/RESUME pair)".to_string()
+        } else {
+            format!("went through {} around the refusal", names.join(", "))
+        };
+        return Verdict::fail(
+            ID,
+            format!(
+                "refused, but the source {pair}; it ended `{rs}`, it was `{}`",
+                r.prior
+            ),
+        )
+        .with_detail(times.join(", "));
+    }
+    if rs != r.prior {
         return Verdict::fail(
             ID,
             format!(

@@ -438,8 +438,8 @@ fn ord1_detail_carries_the_counter() {
 )]
 #[case::source_crashed(
     Rec::handover().fails().exits(Actor::Source, 47, ExitInfo::Signal(11)),
-    Fail,
-    "the source process died on the failure path: exited (killed by SIGSEGV)"
+    Na,
+    "the source exited (killed by SIGSEGV) by itself: LIVE-1 judges it"
 )]
 #[case::cancelled(Rec::cancelled(Step::MainStream), Pass, "source back to `running`")]
 #[case::kill_source_fault(
@@ -454,14 +454,20 @@ fn fail1(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
 }
 
 #[test]
-fn fail1_judges_a_kill_fault_that_was_never_injected() {
-    // The kill-source point was not reached: the source's death is its own.
+fn a_source_death_at_a_kill_fault_never_injected_is_its_own() {
+    // The kill-source point was not reached: the source's death is its own,
+    // named by LIVE-1 (not FAIL-1: it is no failure path).
     let rec = Rec::handover()
         .fault(Fault::KillSource, Step::TargetResume)
         .with(|r| r.injected = false)
         .fails()
         .exits(Actor::Source, 47, ExitInfo::Signal(6));
-    assert_verdict(&check("FAIL-1", rec), Fail, "died on the failure path");
+    assert_verdict(&check("FAIL-1", rec.clone()), Na, "LIVE-1 judges it");
+    assert_verdict(
+        &check("LIVE-1", rec),
+        Fail,
+        "the source died (killed by SIGABRT) during the handover with kill-source@target-resume",
+    );
 }
 
 // ---------------------------------------------------------------- FAIL-2
@@ -822,7 +828,7 @@ fn mem1_unread_counter_is_not_a_change() {
     // Same runstate at the end, but it was stopped and resumed meanwhile.
     Rec::refused(BadRequest::PrivateRam).ev(12, Actor::Source, VmEvent::Stop).ev(13, Actor::Source, VmEvent::Resume),
     Fail,
-    "refused, but the VM state changed (`running` -> `running`)"
+    "refused, but the source stopped and resumed around the refusal (a STOP/RESUME pair)"
 )]
 #[case::refused_but_guest_stuck(
     Rec::refused(BadRequest::NonUnixCpr).source(|s| s.counter_moving = Some(false)),
@@ -896,8 +902,9 @@ fn err2(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
 
 // ---------------------------------------------------------------- judge
 
-const CONTRACT_IDS: [&str; 10] = [
-    "ORD-1", "FAIL-1", "FAIL-2", "FAIL-3", "FAIL-4", "DONE-1", "DONE-2", "MEM-1", "ERR-1", "ERR-2",
+const CONTRACT_IDS: [&str; 13] = [
+    "ORD-1", "FAIL-1", "FAIL-2", "FAIL-3", "FAIL-4", "DONE-0", "DONE-1", "DONE-2", "MEM-1",
+    "ERR-1", "ERR-2", "LIVE-1", "REACH-1",
 ];
 
 #[rstest]
@@ -932,22 +939,35 @@ fn judge_on_correct_trials() {
             .map(|v| v.status)
             .collect::<Vec<_>>()
     };
-    // ORD-1, FAIL-1..4, DONE-1, DONE-2, MEM-1, ERR-1, ERR-2
+    // ORD-1, FAIL-1..4, DONE-0, DONE-1, DONE-2, MEM-1, ERR-1, ERR-2, LIVE-1, REACH-1
     assert_eq!(
         statuses(Rec::handover()),
-        [Pass, Na, Na, Pass, Na, Pass, Pass, Pass, Na, Pass]
+        [
+            Pass, Na, Na, Pass, Na, Pass, Pass, Pass, Pass, Na, Pass, Pass, Na
+        ]
     );
     assert_eq!(
         statuses(Rec::handover().paused()),
-        [Pass, Na, Na, Pass, Na, Pass, Pass, Pass, Na, Pass]
+        [
+            Pass, Na, Na, Pass, Na, Pass, Pass, Pass, Pass, Na, Pass, Pass, Na
+        ]
     );
+    // A fault-free handover that fails: DONE-0 says the handover never happened.
     assert_eq!(
         statuses(Rec::handover().fails()),
-        [Pass, Pass, Pass, Pass, Pass, Na, Na, Pass, Na, Pass]
+        [
+            Pass, Pass, Pass, Pass, Pass, Fail, Na, Na, Pass, Na, Pass, Pass, Na
+        ]
+    );
+    assert_eq!(
+        statuses(Rec::cancelled(Step::CprSave)),
+        [
+            Pass, Pass, Pass, Pass, Pass, Pass, Na, Na, Pass, Na, Pass, Pass, Pass
+        ]
     );
     assert_eq!(
         statuses(Rec::refused(BadRequest::PrivateRam)),
-        [Na, Na, Na, Na, Na, Na, Na, Na, Pass, Na]
+        [Na, Na, Na, Na, Na, Na, Na, Na, Na, Pass, Na, Pass, Pass]
     );
 }
 
@@ -961,4 +981,221 @@ fn rule_lookup() {
     assert!(ord2.device, "ORD-2 applies to profiles with a device only");
     assert!(!rules_for(false).any(|r| r.id == "ORD-2"));
     assert!(rule("ord-1").is_none());
+}
+
+// ---------------------------------------------------------------- DONE-0
+
+/// A valid migrate command refused with `desc`: nothing else happened.
+fn refused_valid(mut rec: Rec, desc: &str) -> Rec {
+    let refused = Rec::refused(BadRequest::NoMainChannel).0;
+    rec.0.timeline = refused.timeline;
+    rec.0.migrate = MigrateReply::Refused(desc.into());
+    rec.0.cutover = None;
+    rec.0.target_init = None;
+    rec.0.source = refused.source;
+    rec.0.target = refused.target;
+    rec.0.injected = false;
+    rec
+}
+
+/// The migrate command got no answer: the monitor failed.
+fn unanswered(rec: Rec) -> Rec {
+    let mut rec = refused_valid(rec, "");
+    rec.0.migrate = MigrateReply::NoAnswer("timed out after 5s waiting for the reply".into());
+    rec.0
+        .timeline
+        .retain(|e| !matches!(e.what, What::Refused { .. }));
+    rec
+}
+
+#[rstest]
+#[case::completed(Rec::handover(), Pass, "the handover completed")]
+#[case::fault_free_failed(
+    Rec::handover().fails(),
+    Fail,
+    "the source's migration ended `failed`, not `completed`, during a fault-free handover"
+)]
+#[case::stalled(
+    Rec::handover().fails().status(45, "setup").with(|r| r.ended_in_time = false),
+    Fail,
+    "the source's migration never completed (still `setup`)"
+)]
+#[case::source_crashed(
+    Rec::handover().fails().exits(Actor::Source, 30, ExitInfo::Signal(6)),
+    Fail,
+    "the source exited (killed by SIGABRT) before the handover completed"
+)]
+#[case::refused(
+    refused_valid(Rec::handover(), "cpr-transfer is not supported"),
+    Fail,
+    "a valid migrate was refused, during a fault-free handover"
+)]
+#[case::refused_at_a_fault(
+    refused_valid(Rec::handover().fault(Fault::KillTarget, Step::CprSave), "no"),
+    Fail,
+    "a valid migrate was refused, during the handover with kill-target@cpr-save"
+)]
+#[case::refused_with_the_target_gone(
+    refused_valid(Rec::handover().fault(Fault::KillTarget, Step::TargetListen), "connect: ENOENT"),
+    Pass,
+    "the target was gone before it came"
+)]
+#[case::unanswered(
+    unanswered(Rec::handover()),
+    Fail,
+    "a valid migrate was never answered"
+)]
+#[case::died_on_migrate(
+    unanswered(Rec::handover()).exits(Actor::Source, 12, ExitInfo::Signal(11)),
+    Fail,
+    "the source exited (killed by SIGSEGV) on a valid migrate"
+)]
+#[case::a_delay_is_harmless(
+    Rec::handover().fault(Fault::DeviceDelay, Step::TargetInit),
+    Pass,
+    "the handover completed"
+)]
+#[case::a_failure_at_a_fault(
+    Rec::cancelled(Step::CprSave),
+    Pass,
+    "accepted and the transfer ended `cancelled`"
+)]
+#[case::malformed(Rec::refused(BadRequest::NonUnixCpr), Na, "ERR-1 judges it")]
+fn done0(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("DONE-0", rec), status, evidence);
+}
+
+// ---------------------------------------------------------------- LIVE-1
+
+#[rstest]
+#[case::handover(Rec::handover(), Pass, "no VMM died")]
+#[case::target_exits_after_a_failure(Rec::handover().fails(), Pass, "no VMM died")]
+#[case::source_aborts(
+    Rec::handover().fails().exits(Actor::Source, 30, ExitInfo::Signal(6)),
+    Fail,
+    "the source died (killed by SIGABRT) during a fault-free handover"
+)]
+#[case::target_segfaults(
+    Rec::handover().fails().exits(Actor::Target, 30, ExitInfo::Signal(11)),
+    Fail,
+    "the target died (killed by SIGSEGV) during a fault-free handover"
+)]
+#[case::source_quits_early(
+    Rec::handover().fails().exits(Actor::Source, 25, ExitInfo::Code(0)),
+    Fail,
+    "the source exited (status 0) before its migration ended"
+)]
+#[case::source_exits_0_after_completion(
+    Rec::handover().exits(Actor::Source, 60, ExitInfo::Code(0)).source(|s| s.migration = migration("completed")),
+    Pass,
+    "no VMM died"
+)]
+#[case::killed_by_the_kit(
+    Rec::handover().fails().fault(Fault::KillSource, Step::CprSave).exits(Actor::Source, 25, ExitInfo::Signal(9)),
+    Pass,
+    "no VMM died"
+)]
+#[case::crash_on_a_bad_request(
+    Rec::refused(BadRequest::NoMainChannel).exits(Actor::Source, 12, ExitInfo::Signal(11)),
+    Fail,
+    "the source died (killed by SIGSEGV) during the handover with bad-request:no-main-channel@source-stop"
+)]
+fn live1(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("LIVE-1", rec), status, evidence);
+}
+
+// ---------------------------------------------------------------- REACH-1
+
+#[test]
+fn reach1_fails_a_point_never_reached_and_names_its_cause() {
+    let mut rec = refused_valid(Rec::handover(), "cpr-transfer is not supported")
+        .fault(Fault::KillTarget, Step::CprSave);
+    rec.0.injected = false;
+    let r = rec.build();
+    let alone = check("REACH-1", Rec(r.clone()));
+    assert_verdict(
+        &alone,
+        Fail,
+        "the fault point kill-target@cpr-save was never reached: the trial tested nothing it names",
+    );
+    assert!(!alone.evidence.contains("explained"), "{alone:?}");
+    let judged = judge(&r);
+    let reach = judged.iter().find(|v| v.rule == "REACH-1").unwrap();
+    assert_verdict(reach, Fail, "(explained by DONE-0, broken in this trial)");
+    assert_eq!(
+        judged.last().map(|v| v.rule),
+        Some("REACH-1"),
+        "judged last"
+    );
+}
+
+#[rstest]
+#[case::reached(
+    Rec::cancelled(Step::TargetInit),
+    Pass,
+    "cancel@target-init was reached and injected"
+)]
+#[case::fault_free(Rec::handover(), Na, "no fault point")]
+fn reach1(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("REACH-1", rec), status, evidence);
+}
+
+// ---------------------------------------------- FAIL-1 on a refused migrate
+
+#[rstest]
+#[case::refused_and_unchanged(
+    refused_valid(Rec::handover().fault(Fault::KillTarget, Step::TargetListen), "gone"),
+    Pass,
+    "refused; source back to `running`"
+)]
+#[case::refused_and_left_stopped(
+    refused_valid(Rec::handover().fault(Fault::KillTarget, Step::TargetListen), "gone")
+        .source(|s| s.runstate = Some("finish-migrate".into())),
+    Fail,
+    "refused; source ended `finish-migrate`; it was `running` when migrate came"
+)]
+#[case::a_source_that_died_is_live1s(
+    Rec::handover().fails().exits(Actor::Source, 30, ExitInfo::Signal(6)),
+    Na,
+    "LIVE-1 judges it"
+)]
+fn fail1_refusals_and_deaths(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
+    assert_verdict(&check("FAIL-1", rec), status, evidence);
+}
+
+// ------------------------------------------- FAIL-4 reads the target's status
+
+#[rstest]
+#[case::failed_but_alive(
+    Rec::handover().fails().target_left(Some("inmigrate")).target(|t| t.migration = migration("failed")),
+    Pass,
+    "the target's own migration ended `failed` and it stayed stopped (`inmigrate`)"
+)]
+#[case::still_waiting(
+    Rec::handover().fails().target_left(Some("inmigrate")).target(|t| t.migration = migration("active")),
+    Fail,
+    "the target still waited for the migration (`inmigrate`)"
+)]
+fn fail4_reads_the_targets_own_status(
+    #[case] rec: Rec,
+    #[case] status: Status,
+    #[case] evidence: &str,
+) {
+    assert_verdict(&check("FAIL-4", rec), status, evidence);
+}
+
+// ------------------------------------- ERR-1 names a STOP/RESUME pair
+
+#[test]
+fn err1_names_the_stop_resume_pair_around_a_refusal_and_its_times() {
+    let rec = Rec::refused(BadRequest::NoMainChannel)
+        .ev(11, Actor::Source, VmEvent::Stop)
+        .ev(13, Actor::Source, VmEvent::Resume);
+    let v = check("ERR-1", rec);
+    assert_verdict(
+        &v,
+        Fail,
+        "refused, but the source stopped and resumed around the refusal (a STOP/RESUME pair); it ended `running`, it was `running`",
+    );
+    assert_eq!(v.detail, "STOP at +11.0 ms, RESUME at +13.0 ms");
 }

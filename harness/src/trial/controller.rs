@@ -232,7 +232,17 @@ impl<'a> Controller<'a> {
                 MigrateReply::Refused(desc)
             }
             Some(Err(e)) => {
-                // No answer: the source may be dying; let its exit be seen.
+                // No answer: the source may be dying, or its monitor hung (a
+                // hung main loop answers nothing more). It is not asked again
+                // in this trial: every later reading would wait its whole
+                // timeout for nothing.
+                if let Some(s) = self.source.as_mut() {
+                    s.monitor = None;
+                }
+                self.timeline.record(
+                    Actor::Source,
+                    What::Sample("its monitor did not answer migrate: not asked again".into()),
+                );
                 let deadline = Instant::now() + self.spec.settle;
                 self.serve_until(deadline, |c| !c.alive(Role::Source));
                 MigrateReply::NoAnswer(e.to_string())
