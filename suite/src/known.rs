@@ -329,7 +329,9 @@ impl KnownViolations {
 
     /// The entry that expects this verdict, if any.
     pub fn expecting(&self, trial: &str, v: &Verdict) -> Option<&KnownViolation> {
-        self.entries.iter().find(|k| k.expects(trial, &self.owner, v))
+        self.entries
+            .iter()
+            .find(|k| k.expects(trial, &self.owner, v))
     }
 }
 
@@ -532,9 +534,12 @@ upstream = "https://example.org/patch"
 
     #[test]
     fn an_entry_keyed_by_build_holds_for_that_build_only() {
-        let text = format!("{FILE}versions = \">=10.0, <10.1\"\nbuilds = [\"QEMU 10.0.2 (Debian *\"]\n");
+        let text =
+            format!("{FILE}versions = \">=10.0, <10.1\"\nbuilds = [\"QEMU 10.0.2 (Debian *\"]\n");
         let k = KnownViolations::parse(Path::new("k.toml"), &text).unwrap();
-        let stock = k.clone().for_version("QEMU 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)");
+        let stock = k
+            .clone()
+            .for_version("QEMU 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)");
         assert_eq!(stock.entries.len(), 1);
         // A build of the same version from patched source reports no Debian
         // package: it does not inherit the stock build's entry.
