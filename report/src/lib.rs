@@ -8,10 +8,13 @@
 //! - [`svg`]: a trial's timeline as a picture, two columns SOURCE and TARGET;
 //! - [`bundle`]: the certification bundle directory;
 //! - [`figures`]: per-step times and downtime of a trial, from its timeline;
-//! - [`host`]: the host a report was made on; [`partition`]: `--partition K/N`.
+//! - [`host`]: the host a report was made on; [`partition`]: `--partition K/N`;
+//! - [`compare`]: what changed from one run report to another (`cprkit
+//!   compare`), as JSON (docs/compare.schema.json) and Markdown.
 
 pub mod bundle;
 pub mod certification;
+pub mod compare;
 pub mod figures;
 pub mod host;
 pub mod junit;

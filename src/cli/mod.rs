@@ -3,6 +3,7 @@
 
 mod bench;
 mod certify;
+mod compare;
 mod explain;
 mod interrupt;
 mod list;
@@ -137,6 +138,31 @@ enum Command {
         #[arg(long = "case")]
         case: Option<String>,
     },
+    /// Compare two runs, A then B (e.g. stock and patched builds): which
+    /// verdicts B newly breaks and which it fixes, rule by rule, matching
+    /// trials by CASE/POINT; known violations are not excused.
+    /// Exit 1: B is worse (a verdict newly broken, a trial that ran in A did
+    /// not in B); 0: not worse; 2: usage error (unknown VMM, unreadable or
+    /// invalid file, no trial in common).
+    Compare {
+        /// The baseline: a saved `cprkit run --format json` result (an
+        /// existing file) or a --vmm value, whose trials run here.
+        #[arg(value_name = "A", long_help = compare_arg_help("The baseline"))]
+        a: String,
+        /// What is compared with A: a saved result or a --vmm value, as A.
+        #[arg(value_name = "B", long_help = compare_arg_help("What is compared with A"))]
+        b: String,
+        /// Keep the trials whose case name or full trial name matches this
+        /// glob (on both sides, files included).
+        #[arg(long = "case")]
+        case: Option<String>,
+        /// Trials run at once (both sides' trials share them).
+        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
+        jobs: usize,
+        /// markdown: for people; json: docs/compare.schema.json.
+        #[arg(long, value_enum, default_value_t = compare::Format::Markdown)]
+        format: compare::Format,
+    },
     /// Time the full refvmm matrix and one bare handover, side by side.
     Bench {
         /// The VMM to time.
@@ -153,6 +179,18 @@ enum Command {
 
 fn vmm_help_repeat() -> String {
     format!("{} Repeat --vmm for several.", cprkit_adapters::vmm_help())
+}
+
+/// The long help of compare's A and B.
+fn compare_arg_help(what: &str) -> String {
+    let spellings: Vec<&str> = cprkit_adapters::VMM_SPELLINGS
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
+    format!(
+        "{what}: a saved `cprkit run --format json` result (an argument naming an existing file, not a directory, is read as one; ./NAME for a file named like a VMM) or a --vmm value ({}), whose trials run here.",
+        spellings.join(", ")
+    )
 }
 
 /// `--jobs N`: at least one trial at a time.
@@ -193,6 +231,13 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => certify::run(&vmm, profile, &out, jobs, keep),
         Command::Explain { trial, keep } => explain::run(&trial, keep),
         Command::Selftest { jobs, case } => selftest::run(jobs, case.as_deref()),
+        Command::Compare {
+            a,
+            b,
+            case,
+            jobs,
+            format,
+        } => compare::run(&a, &b, case.as_deref(), jobs, format),
         Command::Bench { vmm, jobs, samples } => bench::run(&vmm, jobs, samples),
     }
 }
