@@ -21,21 +21,9 @@ fn json(o: &Output) -> Value {
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(o)))
 }
 
-/// Checks a comparison against docs/compare.schema.json, naming every error.
+/// Checks a comparison against docs/compare.schema.json.
 fn assert_valid(comparison: &Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/compare.schema.json");
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::meta::validate(&schema).expect("a valid draft 2020-12 schema");
-    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(comparison)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "the comparison does not match docs/compare.schema.json:\n{}",
-        errors.join("\n")
-    );
+    support::assert_matches_schema(comparison, "compare.schema.json");
 }
 
 /// `cprkit run --vmm VMM --case memory-running --format json`, saved in `dir`.

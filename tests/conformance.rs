@@ -21,8 +21,8 @@ use cprkit_test_support::HOST_ENV;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// Mutants whose every trial waits out a bound (a migrate never answered,
-/// a migration that never leaves `setup`) and tells the same story at every
-/// point: the runner keeps these of their trials only (`cprkit selftest`
+/// a migration that never leaves `setup`, a target that never gets the state
+/// it is said to have loaded) and tells the same story at every point: the runner keeps these of their trials only (`cprkit selftest`
 /// runs their whole matrix).
 const WAITING_MUTANTS: &[(&str, &[&str])] = &[
     (
@@ -35,6 +35,13 @@ const WAITING_MUTANTS: &[(&str, &[&str])] = &[
     (
         "refvmm:stall-in-setup",
         &["memory-running/no-fault", "memory-running/cancel@cpr-save"],
+    ),
+    (
+        "refvmm:complete-without-transfer",
+        &[
+            "memory-running/no-fault",
+            "memory-paused/kill-target@cpr-save",
+        ],
     ),
 ];
 

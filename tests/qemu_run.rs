@@ -27,7 +27,8 @@ fn every_known_violation_of_qemu_is_seen_and_nothing_else_breaks() {
     let (code, out) = run(&["run", "--vmm", "qemu"], None);
     assert_eq!(code, Some(0), "{out}");
     for rule in [
-        "ORD-1", "ORD-2", "OWN-1", "DONE-1", "DONE-2", "ERR-1", "ERR-2", "FAIL-3", "FAIL-4",
+        "ORD-1", "ORD-2", "OWN-1", "DONE-0", "DONE-1", "DONE-2", "ERR-1", "ERR-2", "FAIL-3",
+        "FAIL-4", "LIVE-1", "REACH-1",
     ] {
         assert!(
             out.contains(&format!("known {rule} qemu::")),
@@ -63,6 +64,15 @@ fn without_its_list_each_violated_rule_is_named() {
             "FAIL-3",
             "qemu::memory-running-return-path/hang-target@main-stream",
         ),
+        ("DONE-0", "qemu::vhost-user-running/no-fault"),
+        (
+            "LIVE-1",
+            "qemu::memory-running/bad-request:no-main-channel@source-stop",
+        ),
+        (
+            "REACH-1",
+            "qemu::vhost-user-running/kill-target@target-init",
+        ),
     ] {
         assert!(
             out.contains(&format!("\n{rule} {trial}: ")),
@@ -84,4 +94,77 @@ fn explain_shows_qemus_fds_crossing_before_its_stop() {
         .or_else(|| out.find("STOP\n"))
         .expect("a STOP");
     assert!(cut < stop, "the fds cross before the source stops:\n{out}");
+}
+
+/// The summary line of a run, without the VMM's name.
+fn summary(out: &str) -> String {
+    out.lines()
+        .find(|l| l.contains(" trials: "))
+        .unwrap_or_else(|| panic!("no summary:\n{out}"))
+        .to_string()
+}
+
+#[test]
+fn qemu_named_by_its_path_is_judged_by_the_same_list() {
+    if !qemu_installed() {
+        return;
+    }
+    let path = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v qemu-system-x86_64"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let by_path = format!("qemu:{}", path.trim());
+    let (code, named) = run(&["run", "--vmm", "qemu", "--case", "memory-*"], None);
+    assert_eq!(code, Some(0), "{named}");
+    let (code, out) = run(&["run", "--vmm", &by_path, "--case", "memory-*"], None);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(summary(&out), summary(&named));
+    assert!(
+        out.contains(&format!("known ORD-1 {by_path}::memory-running/no-fault")),
+        "{out}"
+    );
+}
+
+#[test]
+fn another_build_of_the_same_version_does_not_inherit_the_list_unless_given_it() {
+    if !qemu_installed() {
+        return;
+    }
+    // The same binary, describing itself as a build from source would
+    // (no Debian package): to the kit, another build of 10.0.2.
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("qemu-system-x86_64");
+    cprkit_test_support::write_script(
+        &wrapper,
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'QEMU emulator version 10.0.2'; exit 0; fi\nexec qemu-system-x86_64 \"$@\"\n",
+    );
+    let vmm = format!("qemu:{}", wrapper.display());
+    let (code, out) = run(&["run", "--vmm", &vmm, "--case", "memory-running"], None);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("\nORD-1 {vmm}::memory-running/no-fault: ")),
+        "{out}"
+    );
+    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/qemu/known-violations.toml");
+    let (code, out) = run(
+        &[
+            "run",
+            "--vmm",
+            &vmm,
+            "--case",
+            "memory-running",
+            "--known-violations",
+            list.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("known ORD-1 {vmm}::memory-running/no-fault")),
+        "{out}"
+    );
 }

@@ -58,8 +58,9 @@ pub enum Mutant {
     /// (`finish-migrate`) before the refusal, and a failed or cancelled
     /// transfer does not resume.
     FrozenAfterRefusal,
-    /// Source: exits with status 0 as soon as the CPR state and the RAM memfd
-    /// are sent on the cpr channel; no main stream, the target never loads.
+    /// Source: exits with status 0 as soon as the target has the CPR state and
+    /// the RAM memfd (its HUP on the cpr channel); no main stream, the target
+    /// never loads the device state.
     ExitAfterCutOver,
     /// Source: reports `completed` (and goes `postmigrate`) without
     /// connecting either channel: nothing reaches the target.
@@ -139,7 +140,7 @@ pub const MUTANTS: &[(&str, &str)] = &[
     ),
     (
         "exit-after-cut-over",
-        "source exits 0 once the RAM memfd is sent on the cpr channel, never sending the main stream",
+        "source exits 0 once the target has the RAM memfd (its HUP on the cpr channel), never sending the main stream",
     ),
     (
         "complete-without-transfer",

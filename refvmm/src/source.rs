@@ -236,16 +236,18 @@ fn cpr_save(vm: &Vm, path: &Path, conns: &mut Conns) -> Step<()> {
         cpr.write_all(&msg[sent..])
             .map_err(|e| Abort::Failed(format!("cpr-save: write: {e}")))?;
     }
-    if vm.has(Mutant::ExitAfterCutOver) {
-        // The bug: the fds are on their way (the kernel delivers them even
-        // once we are gone), so the VMM takes its job as done and quits.
-        crate::log!("cpr-save: sent the RAM memfd; exiting (mutant exit-after-cut-over)");
-        log::exit(0);
-    }
     crate::log!("cpr-save: sent the CPR state and the RAM memfd; waiting for the target (HUP)");
     wait_eof(cpr)?;
     // An EOF caused by our own shutdown (a cancel) is no readiness.
     drop(checkpoint(vm)?);
+    if vm.has(Mutant::ExitAfterCutOver) {
+        // The bug: the fds crossed and the target took them, so the VMM
+        // takes its job as done and quits, before the main stream. (It waits
+        // for the target's HUP first, as a correct source does, and a cancel
+        // still cancels: so its exit never races the cut-over.)
+        crate::log!("cpr-save: the target has the RAM memfd; exiting (mutant exit-after-cut-over)");
+        log::exit(0);
+    }
     crate::log!("cpr-save: the target closed the cpr channel (ready)");
     Ok(())
 }

@@ -317,6 +317,14 @@ impl KnownViolations {
         Ok(list)
     }
 
+    /// Keeps the entries whose version range holds `version` (their `builds`
+    /// not applied: for a list chosen for the build under test).
+    pub fn for_version_range(mut self, version: &str) -> Self {
+        self.entries
+            .retain(|e| e.versions.as_ref().is_none_or(|r| r.contains(version)));
+        self
+    }
+
     /// Keeps the entries that hold for a VMM that reports itself as
     /// `version` (its version range, and its builds).
     pub fn for_version(mut self, version: &str) -> Self {
@@ -355,11 +363,15 @@ impl KnownByVmm {
         let mut by_vmm = std::collections::BTreeMap::new();
         for r in results {
             if !by_vmm.contains_key(&r.id.vmm) {
+                let version = version_of(&r.id.vmm);
                 let known = match chosen {
-                    Some(file) => KnownViolations::load_file(file, &r.snapshot_dir)?,
-                    None => KnownViolations::load(&vmm_snapshots_dir(&r.snapshot_dir))?,
+                    // Chosen for this build: its `builds` keys do not apply.
+                    Some(file) => KnownViolations::load_file(file, &r.snapshot_dir)?
+                        .for_version_range(&version),
+                    None => KnownViolations::load(&vmm_snapshots_dir(&r.snapshot_dir))?
+                        .for_version(&version),
                 };
-                by_vmm.insert(r.id.vmm.clone(), known.for_version(&version_of(&r.id.vmm)));
+                by_vmm.insert(r.id.vmm.clone(), known);
             }
         }
         Ok(KnownByVmm { by_vmm })

@@ -43,3 +43,24 @@ pub fn qemu_installed() -> bool {
     }
     found
 }
+
+/// Checks `doc` against the JSON Schema `docs/NAME` (draft 2020-12), naming
+/// every error.
+pub fn assert_matches_schema(doc: &serde_json::Value, name: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
+    jsonschema::meta::validate(&schema).expect("a valid draft 2020-12 schema");
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the document does not match docs/{name}:\n{}",
+        errors.join("\n")
+    );
+}

@@ -14,6 +14,9 @@ fn source_unjudgeable(r: &TrialRecord) -> Option<String> {
     if r.killed_by_fault(Role::Source) {
         return Some("the kit killed the source".into());
     }
+    if let Some(x) = r.source.exit {
+        return Some(format!("the source {x} by itself: LIVE-1 judges it"));
+    }
     None
 }
 
@@ -35,7 +38,7 @@ pub fn fail1(r: &TrialRecord) -> Verdict {
     if !refused && let Some(why) = source_unjudgeable(r) {
         return Verdict::na(ID, why);
     }
-    if let Some(x) = r.source.exit {
+    if refused && let Some(x) = r.source.exit {
         return Verdict::na(ID, format!("the source {x} by itself: LIVE-1 judges it"));
     }
     let got = r.source.runstate.as_deref().unwrap_or("unknown");

@@ -463,6 +463,7 @@ fn a_source_death_at_a_kill_fault_never_injected_is_its_own() {
         .fails()
         .exits(Actor::Source, 47, ExitInfo::Signal(6));
     assert_verdict(&check("FAIL-1", rec.clone()), Na, "LIVE-1 judges it");
+    assert_verdict(&check("FAIL-2", rec.clone()), Na, "LIVE-1 judges it");
     assert_verdict(
         &check("LIVE-1", rec),
         Fail,
