@@ -24,6 +24,9 @@ use anyhow::{Context, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+/// How the reason of a trial a signal kept from running begins.
+pub const INTERRUPTED: &str = "interrupted";
+
 /// How long the trials in flight may take to end after the first signal.
 pub const GRACE: Duration = Duration::from_secs(20);
 /// How long the kit may take to quit after a second signal before the signal

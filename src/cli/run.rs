@@ -16,7 +16,7 @@ use cprkit_report::{Host, LeakCheck, Report, Vmm};
 use cprkit_suite::known::KnownByVmm;
 use cprkit_suite::runner::{Planned, RunOptions, TrialResult, Verdicts, run_one};
 
-use super::interrupt;
+use super::interrupt::{self, INTERRUPTED};
 use super::pool::{self, Quit, Slot, Stopped};
 use super::table::{Expectations, print_summary, print_table};
 use super::{RunDir, Select, load_cases};
@@ -266,6 +266,3 @@ pub fn run_trials(
         stopped: ran.stopped,
     }
 }
-
-/// How the reason of a trial a signal kept from running begins.
-pub const INTERRUPTED: &str = "interrupted";

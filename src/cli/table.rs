@@ -8,7 +8,7 @@ use cprkit_harness::rules::{Rule, Status, rules_for};
 use cprkit_suite::known::{KnownByVmm, KnownViolations, Reconciled, reconcile};
 use cprkit_suite::runner::{TrialResult, Verdicts};
 
-use super::run::INTERRUPTED;
+use super::interrupt::INTERRUPTED;
 
 /// The known violations of each VMM of a run.
 pub struct Expectations {
