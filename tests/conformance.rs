@@ -112,7 +112,7 @@ fn main() -> ExitCode {
         .filter(kept)
         .map(|p| {
             let root = Arc::clone(&root);
-            let ignored = p.case.runnable().err();
+            let ignored = p.runnable().err();
             let name = p.id.name();
             let t = Trial::test(name, move || check(&p, root.path()));
             match ignored {
