@@ -1,6 +1,6 @@
 //! What the integration tests share: running the real `cprkit` binary (with
 //! the refvmm and device daemon it hosts), its output as one text, and whether QEMU 10.0+
-//! is installed (required under CI).
+//! is installed (required under CI), and Cloud Hypervisor (never required).
 
 #![allow(dead_code)] // each test binary uses its own part
 
@@ -40,6 +40,25 @@ pub fn qemu_installed() -> bool {
             "QEMU 10.0+ is required under CI"
         );
         eprintln!("SKIPPED: QEMU 10.0 or newer not found (see README: bookworm-backports)");
+    }
+    found
+}
+
+/// Whether Cloud Hypervisor is there for `--vmm cloud-hypervisor`: the binary
+/// `$CPRKIT_CLOUD_HYPERVISOR` names, else `cloud-hypervisor` on PATH. Never
+/// required (CI has none): a test without it prints why it is skipped.
+pub fn cloud_hypervisor_installed() -> bool {
+    let binary = std::env::var_os("CPRKIT_CLOUD_HYPERVISOR")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "cloud-hypervisor".into());
+    let found = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("cloud-hypervisor v"));
+    if !found {
+        eprintln!(
+            "SKIPPED: Cloud Hypervisor not found (set CPRKIT_CLOUD_HYPERVISOR to its binary, or put cloud-hypervisor on PATH)"
+        );
     }
     found
 }
