@@ -124,3 +124,23 @@ fn explain_shows_the_memfd_crossing_and_the_target_taking_it() {
         "{out}"
     );
 }
+
+#[test]
+fn a_missing_cloud_hypervisor_is_an_environment_error_that_says_what_to_do() {
+    // Runs everywhere: the binary named does not exist.
+    let o = support::cprkit(
+        &["run", "--vmm", "cloud-hypervisor"],
+        &[(
+            "CPRKIT_CLOUD_HYPERVISOR",
+            Path::new("/nonexistent/cloud-hypervisor"),
+        )],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("Cloud Hypervisor not found")
+            && out.contains("/nonexistent/cloud-hypervisor")
+            && out.contains("named by CPRKIT_CLOUD_HYPERVISOR"),
+        "{out}"
+    );
+}
