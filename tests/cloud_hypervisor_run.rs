@@ -42,7 +42,18 @@ fn listed_build() -> bool {
     listed
 }
 
-const RUN: &[&str] = &["run", "--vmm", "cloud-hypervisor", "--case", "memory-*"];
+/// One trial at a time: under load, Cloud Hypervisor killed by its seccomp
+/// filter was seen (1 run in 20, two at a time) to lose the events it had not
+/// yet written, and with them the STOP that FAIL-2 counts.
+const RUN: &[&str] = &[
+    "run",
+    "--vmm",
+    "cloud-hypervisor",
+    "--case",
+    "memory-*",
+    "--jobs",
+    "1",
+];
 
 #[test]
 fn every_known_violation_of_cloud_hypervisor_is_seen_and_nothing_else_breaks() {

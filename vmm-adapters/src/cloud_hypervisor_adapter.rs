@@ -30,7 +30,8 @@
 //! status query): the event monitor's `migration-started`,
 //! `migration-finished`, `migration-failed` on the source,
 //! `migration-receive-started`, `-finished`, `-failed` on the target, read
-//! from the file Cloud Hypervisor writes them to.
+//! from the file Cloud Hypervisor writes them to; `STOP` is its `pausing`
+//! and `RESUME` its `resumed` (see [`to_vm_event`]).
 //!
 //! Runstates, from `GET /api/v1/vm.info`'s `state`: `Running` is `running`,
 //! `Paused` `paused`, `Created` `prelaunch`, `Shutdown` `shutdown`; a VMM
@@ -312,6 +313,28 @@ impl Adapter for CloudHypervisor {
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
         }
+        // A source's VM is created, then booted: its monitor is up once the
+        // VM runs (before, `vm.info` says `Created`, which no case starts from).
+        if spec.role == Role::Source {
+            loop {
+                let left = until(deadline);
+                let state = api
+                    .call("GET", "vm.info", None, left.min(API_TIMEOUT))
+                    .ok()
+                    .filter(Answer::ok)
+                    .and_then(|a| serde_json::from_str::<Value>(&a.body).ok())
+                    .and_then(|v| v["state"].as_str().map(str::to_string));
+                match state.as_deref() {
+                    Some("Running" | "Paused") => break,
+                    _ if left.is_zero() => {
+                        return Err(AdapterError::Monitor(format!(
+                            "the source's VM never booted (vm.info state {state:?})"
+                        )));
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        }
         Ok(Box::new(ChMonitor::new(api, spec, events)))
     }
 }
@@ -361,10 +384,16 @@ impl EventFile {
 
 /// The kit's event for one of Cloud Hypervisor's; `None` for those of its
 /// start-up (`starting`, `booting`, `booted`), which precede every handover.
+///
+/// `STOP` is its `pausing`, the moment it starts stopping the vCPUs, not
+/// the `paused` that follows within a fraction of a millisecond: it writes
+/// its events from a thread of its own, and a process killed while it pauses
+/// (its migration worker, by its own seccomp filter, at `snapshotting`) was
+/// seen to lose the `paused`, never the `pausing` written before it.
 pub fn to_vm_event(name: &str) -> Option<VmEvent> {
     Some(match name {
         "starting" | "booting" | "booted" => return None,
-        "paused" => VmEvent::Stop,
+        "pausing" => VmEvent::Stop,
         "resumed" => VmEvent::Resume,
         "migration-started" | "migration-receive-started" => VmEvent::Migration("active".into()),
         "migration-finished" | "migration-receive-finished" => {
@@ -666,7 +695,8 @@ mod tests {
 
     #[rstest]
     #[case("booted", None)]
-    #[case("paused", Some(VmEvent::Stop))]
+    #[case("pausing", Some(VmEvent::Stop))]
+    #[case("paused", Some(VmEvent::Other("paused".into())))]
     #[case("resumed", Some(VmEvent::Resume))]
     #[case("migration-started", Some(VmEvent::Migration("active".into())))]
     #[case("migration-finished", Some(VmEvent::Migration("completed".into())))]
@@ -683,7 +713,7 @@ mod tests {
         let ev = |name: &str| {
             serde_json::to_string_pretty(&json!({"timestamp": {"secs": 0, "nanos": 1}, "source": "vm", "event": name, "properties": null})).unwrap() + "\n\n"
         };
-        let mut text = ev("booted") + &ev("migration-started") + &ev("paused");
+        let mut text = ev("booted") + &ev("migration-started") + &ev("pausing");
         let half = ev("migration-finished");
         text.push_str(&half[..20]);
         std::fs::write(&path, &text).unwrap();
