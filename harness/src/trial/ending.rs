@@ -71,7 +71,7 @@ impl Controller<'_> {
         self.observe_device_end((src.clone(), tgt.clone()));
         let settle = self.spec.settle;
         let one = self.shape().channels == Channels::One;
-        let probe = self.adapter.guest_probe();
+        let probe = one.then(|| self.adapter.guest_probe());
         for role in [Role::Source, Role::Target] {
             let alive = self.alive(role);
             let Some(side) = (match role {
@@ -92,8 +92,10 @@ impl Controller<'_> {
                 end.migration = mon.migration().ok();
             }
             // With one channel, the target maps the RAM after target-init.
-            if side.ram.is_none() && role == Role::Target && one && alive {
-                side.ram = GuestRam::open(side.proc.pid(), &probe).ok();
+            if let Some(probe) = probe.as_ref().filter(|_| alive && role == Role::Target)
+                && side.ram.is_none()
+            {
+                side.ram = GuestRam::open(side.proc.pid(), probe).ok();
             }
             if let Some(ram) = side.ram.as_ref() {
                 end.counter = ram.counter().ok();
