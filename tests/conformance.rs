@@ -5,8 +5,9 @@
 //! The VMMs are refvmm and each of its mutants (the mutants' snapshots record
 //! which rules catch them, so a checker that goes blind fails here), and QEMU
 //! where it is installed (its snapshots record its known violations as
-//! failed rules; required under CI). After the last trial the runner checks
-//! that nothing was left behind.
+//! failed rules; required under CI), and Cloud Hypervisor where it is there
+//! (`$CPRKIT_CLOUD_HYPERVISOR` or PATH; never required). After the last trial
+//! the runner checks that nothing was left behind.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -112,6 +113,13 @@ fn main() -> ExitCode {
         }
         Err(e) => eprintln!("QEMU trials not run: {e}"),
     }
+    // Cloud Hypervisor where it is there ($CPRKIT_CLOUD_HYPERVISOR, or on
+    // PATH); never required (CI has none): elsewhere its trials are not run,
+    // and say why.
+    match adapter_for("cloud-hypervisor") {
+        Ok(ch) => adapters.push(ch),
+        Err(e) => eprintln!("Cloud Hypervisor trials not run: {e}"),
+    }
     let before = FdCensus::take();
     let root = Arc::new(RunRoot::new().expect("a run directory in the temp dir"));
     let trials: Vec<Trial> = plan(&adapters, &cases, None)
@@ -119,7 +127,7 @@ fn main() -> ExitCode {
         .filter(kept)
         .map(|p| {
             let root = Arc::clone(&root);
-            let ignored = p.case.runnable().err();
+            let ignored = p.runnable().err();
             let name = p.id.name();
             let t = Trial::test(name, move || check(&p, root.path()));
             match ignored {

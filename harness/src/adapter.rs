@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::faults::BadRequest;
+use crate::faults::{BadRequest, Fault, Injection};
 use crate::steps::Step;
 
 /// Which side of the handover a process plays.
@@ -44,6 +44,104 @@ pub struct Incoming {
     pub cpr: PathBuf,
 }
 
+/// The channels a handover crosses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Channels {
+    /// QEMU's cpr-transfer: a cpr channel for the fds and the CPR state, then
+    /// a main channel for the device state (two sockets).
+    CprAndMain,
+    /// One socket carries the fds and all the state (Cloud Hypervisor's local
+    /// migration, a request/response protocol). The kit interposes that one
+    /// socket as its cpr channel; there is no main channel.
+    One,
+}
+
+/// How a target is told to receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Receive {
+    /// It listens on its channels from its start (QEMU's `-incoming`).
+    Listening,
+    /// It starts empty and listens once asked on its monitor
+    /// ([`Monitor::receive`], sent by the kit after it connected).
+    MonitorRequest,
+}
+
+/// How a source finishes a completed handover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceEnd {
+    /// It stays, in runstate `postmigrate` (QEMU).
+    Postmigrate,
+    /// It exits with status 0 (Cloud Hypervisor).
+    Exit0,
+}
+
+/// How the kit learns the migration's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// A status query answers at any time (QMP `query-migrate`), events back it up.
+    StatusQuery,
+    /// Only the VMM's events tell it (Cloud Hypervisor's event monitor): the
+    /// monitor's [`Monitor::migration`] answers from the events it has read,
+    /// and can still be asked once the process is gone (they are in a file).
+    Events,
+}
+
+/// The shape of a VMM's handover: the facts the kit and its rules read
+/// instead of a VMM's name (docs/contract.md, "Handover shapes"). The
+/// default is QEMU's cpr-transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct HandoverShape {
+    pub channels: Channels,
+    pub receive: Receive,
+    /// Whether the VMM can cancel a migration in flight. Without one, the
+    /// faults that need the VMM's cancel (`cancel`, `hang-target`) are not planned.
+    pub cancel: bool,
+    pub source_end: SourceEnd,
+    pub outcome: Outcome,
+}
+
+impl HandoverShape {
+    /// QEMU's cpr-transfer (and refvmm's): two channels, a target listening
+    /// from its start, a cancel, a source left in `postmigrate`, a status query.
+    pub const CPR_TRANSFER: HandoverShape = HandoverShape {
+        channels: Channels::CprAndMain,
+        receive: Receive::Listening,
+        cancel: true,
+        source_end: SourceEnd::Postmigrate,
+        outcome: Outcome::StatusQuery,
+    };
+
+    /// Whether a fault point can test anything on a handover of this shape:
+    /// without a cancel, no fault that needs one; with one channel, nothing
+    /// at the main channel's points (main-stream, target-resume) and no
+    /// request that lacks a main channel.
+    pub fn plans(&self, fault: Fault, step: Step) -> bool {
+        let needs_cancel = matches!(fault.injection(), Injection::Cancel | Injection::HangTarget);
+        if needs_cancel && !self.cancel {
+            return false;
+        }
+        if self.channels == Channels::One {
+            if matches!(step, Step::MainStream | Step::TargetResume) {
+                return false;
+            }
+            if fault == Fault::BadRequest(BadRequest::NoMainChannel) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Default for HandoverShape {
+    fn default() -> Self {
+        HandoverShape::CPR_TRANSFER
+    }
+}
+
 /// What the kit asks an adapter to launch.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
@@ -52,7 +150,9 @@ pub struct LaunchSpec {
     pub dir: PathBuf,
     /// Where the VMM must create its monitor socket.
     pub monitor: PathBuf,
-    /// For a target: the channels to listen on.
+    /// For a target: the channels to listen on (with one channel, `cpr` is
+    /// its socket). A target that receives on request gets them in
+    /// [`Monitor::receive`] too.
     pub incoming: Option<Incoming>,
     /// Guest RAM shared in a memfd (true) or private (false, an ERR-1 case).
     pub shared_ram: bool,
@@ -153,6 +253,17 @@ pub trait Monitor: Send {
     /// capabilities the case asks for (QEMU's names, e.g. `return-path`).
     fn prepare_cpr(&mut self, capabilities: &[String]) -> Result<(), AdapterError>;
     fn migrate(&mut self, req: &MigrateRequest) -> Result<(), AdapterError>;
+    /// Tells a target that starts empty to receive on `incoming` (shape
+    /// [`Receive::MonitorRequest`]); it must return once the target has been
+    /// asked, not when the migration ends. Refused by default: a target of
+    /// shape [`Receive::Listening`] listens from its start.
+    fn receive(&mut self, incoming: &Incoming) -> Result<(), AdapterError> {
+        let _ = incoming;
+        Err(AdapterError::Refused {
+            command: "receive".into(),
+            desc: "this VMM's target listens from its start".into(),
+        })
+    }
     fn cancel(&mut self) -> Result<(), AdapterError>;
     fn stop(&mut self) -> Result<(), AdapterError>;
     fn cont(&mut self) -> Result<(), AdapterError>;
@@ -180,6 +291,17 @@ pub trait Adapter: Send + Sync {
         let _ = (step, capabilities);
         true
     }
+    /// The shape of this VMM's handover (QEMU's cpr-transfer by default).
+    fn handover_shape(&self) -> HandoverShape {
+        HandoverShape::CPR_TRANSFER
+    }
+    /// Why this adapter cannot run a case that attaches the kit's vhost-user
+    /// device (`device`) or sets migration capabilities, if it cannot: its
+    /// trials are then "not run" with that reason. Every case runs by default.
+    fn not_runnable(&self, device: bool, capabilities: &[String]) -> Option<String> {
+        let _ = (device, capabilities);
+        None
+    }
     /// Whether a snapshot of this adapter's trials keeps the ordered steps.
     /// Yes by default; no for a VMM whose own threads report events at
     /// moments the kit cannot order against its holds (QEMU's incoming
@@ -205,4 +327,57 @@ pub trait Adapter: Send + Sync {
 /// The time left until `deadline`, never negative.
 pub fn until(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: HandoverShape = HandoverShape {
+        channels: Channels::One,
+        receive: Receive::MonitorRequest,
+        cancel: false,
+        source_end: SourceEnd::Exit0,
+        outcome: Outcome::Events,
+    };
+
+    #[test]
+    fn cpr_transfer_plans_every_point() {
+        for f in Fault::all() {
+            for s in f.steps() {
+                assert!(HandoverShape::CPR_TRANSFER.plans(f, *s), "{f}@{s}");
+            }
+        }
+        assert_eq!(HandoverShape::default(), HandoverShape::CPR_TRANSFER);
+    }
+
+    #[test]
+    fn without_cancel_or_a_main_channel_those_points_are_not_planned() {
+        let planned: Vec<String> = Fault::all()
+            .into_iter()
+            .flat_map(|f| f.steps().iter().map(move |s| (f, *s)))
+            .filter(|(f, s)| !f.needs_device() && ONE.plans(*f, *s))
+            .map(|(f, s)| format!("{f}@{s}"))
+            .collect();
+        assert_eq!(
+            planned,
+            [
+                "kill-target@target-listen",
+                "kill-target@cpr-save",
+                "kill-target@target-init",
+                "kill-source@cpr-save",
+                "kill-source@target-init",
+                "cpr-close@cpr-save",
+                "cpr-drop-fds@cpr-save",
+                "bad-request:non-unix-cpr@source-stop",
+                "bad-request:private-ram@source-stop",
+            ]
+        );
+        let with_cancel = HandoverShape {
+            cancel: true,
+            ..ONE
+        };
+        assert!(with_cancel.plans(Fault::Cancel, Step::CprSave));
+        assert!(!with_cancel.plans(Fault::Cancel, Step::MainStream));
+    }
 }

@@ -111,6 +111,20 @@ enum Slot {
     Missing(u64),
 }
 
+/// The inodes of the memfds named `name` that process `pid` holds in its fd table.
+pub fn held_memfd_inodes(pid: i32, name: &str) -> io::Result<BTreeSet<u64>> {
+    let want = memfd_link(name);
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+        if std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == want.as_str())
+            && let Ok(m) = std::fs::metadata(e.path())
+        {
+            out.insert(m.ino());
+        }
+    }
+    Ok(out)
+}
+
 /// The inodes of the memfds named `name` that process `pid` maps.
 pub fn mapped_memfd_inodes(pid: i32, name: &str) -> io::Result<BTreeSet<u64>> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;

@@ -14,6 +14,13 @@
 //! | `main-stream`   | main    | the first bytes from the source               |
 //! | `target-resume` | main    | the first bytes from the target               |
 //!
+//! With one channel (a handover shape where one socket carries the fds and
+//! all the state, [`crate::adapter::Channels::One`]) the interposer has the
+//! cpr route only, and `target-init` is the target's first message after the
+//! fds crossed (its answer to the message that passed them: it holds them
+//! then; the kit checks its fd table), not its EOF: such a target closes only
+//! at the end. The source's EOF then passes at once.
+//!
 //! Each point is held once. While a message is held, nothing else starts to
 //! cross either channel in either direction (data, fds or EOF wait at a gate):
 //! the kit acts on a frozen exchange, and what follows the release comes after
@@ -74,6 +81,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use sendfd::SendWithFd;
 
+use crate::adapter::Channels;
 use crate::steps::Step;
 use crate::timeline::{Actor, Timeline, What};
 
@@ -178,6 +186,8 @@ struct Shared {
     traffic: Traffic,
     /// True while a message is held: every other forward waits.
     gate: (Mutex<bool>, Condvar),
+    /// The channels of the handover's shape.
+    channels: Channels,
 }
 
 impl Shared {
@@ -229,6 +239,18 @@ pub struct Interposer {
 impl Interposer {
     /// Binds the front sockets (so the source can connect at once) and starts serving.
     pub fn start(routes: &[Route], timeline: &Timeline, on_hold: HoldHandler) -> io::Result<Self> {
+        Self::start_shaped(routes, timeline, on_hold, Channels::CprAndMain)
+    }
+
+    /// [`Interposer::start`] for a handover with these channels (with
+    /// [`Channels::One`], target-init is the target's first answer after the
+    /// fds crossed; see the module documentation).
+    pub fn start_shaped(
+        routes: &[Route],
+        timeline: &Timeline,
+        on_hold: HoldHandler,
+        channels: Channels,
+    ) -> io::Result<Self> {
         let (stop_rx, stop_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let shared = Arc::new(Shared {
             timeline: timeline.clone(),
@@ -237,6 +259,7 @@ impl Interposer {
             held: Default::default(),
             traffic: Traffic::default(),
             gate: Default::default(),
+            channels,
         });
         let mut interposer = Interposer {
             shared,
@@ -515,9 +538,10 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
         if pair.is_closed() {
             break;
         }
+        let one = shared.channels == Channels::One;
         if n == 0 && fds.is_empty() {
             // EOF: the point where the target has loaded the CPR state and closed.
-            if chan == Chan::Cpr && dir == Dir::ToSource {
+            if chan == Chan::Cpr && dir == Dir::ToSource && !one {
                 let d = hold(shared, Step::TargetInit, chan, dir, 0, 0);
                 if apply_close(d, pair, shared, actor) {
                     break;
@@ -526,7 +550,7 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
             // A half-close (the source still waits for the target's HUP) is
             // the end of the CPR state, which a target may read up to (QEMU's
             // does): it passes at once. A full close (the source gone) waits.
-            if chan == Chan::Cpr && dir == Dir::ToTarget && peer_gone(from) {
+            if chan == Chan::Cpr && dir == Dir::ToTarget && !one && peer_gone(from) {
                 pair.wait_target_done();
             }
             shared.pass_gate();
@@ -541,6 +565,12 @@ fn pump_until_eof(chan: Chan, dir: Dir, pair: &Pair, shared: &Shared) {
         }
         let step = match (chan, dir) {
             (Chan::Cpr, Dir::ToTarget) if !fds.is_empty() => Some(Step::CprSave),
+            // One channel: the target's first answer once the fds crossed.
+            (Chan::Cpr, Dir::ToSource)
+                if one && shared.held[hold_index(Step::CprSave)].load(Ordering::SeqCst) =>
+            {
+                Some(Step::TargetInit)
+            }
             (Chan::Main, Dir::ToTarget) if first_data => Some(Step::MainStream),
             (Chan::Main, Dir::ToSource) if first_data => Some(Step::TargetResume),
             _ => None,

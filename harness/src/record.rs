@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::adapter::{MigrationInfo, Role, VmEvent};
+use crate::adapter::{HandoverShape, MigrationInfo, Role, VmEvent};
 use crate::device::{Backend, ConnState, DeviceState, LedgerEntry, Policy};
 use crate::plan::{Fault, FaultPoint, GuestState, Step};
 use crate::procinfo::ExitInfo;
@@ -35,14 +35,17 @@ pub struct CutOver {
     pub forwarded: bool,
 }
 
-/// Readings when the target had loaded the CPR state (closed the cpr channel).
+/// Readings when the target had loaded the CPR state (closed the cpr
+/// channel), or, with one channel, answered the message that passed it the
+/// fds, holding the memfd.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetInit {
     pub at: Duration,
     /// The target's monitor answered.
     pub monitor: bool,
     /// The memfd inodes the target maps under the guest RAM's name (`None`
-    /// when its maps could not be read).
+    /// when its maps could not be read); with one channel, those it holds in
+    /// its fd table (it maps them later, when it builds the VM).
     pub mapped_inodes: Option<BTreeSet<u64>>,
 }
 
@@ -193,6 +196,10 @@ pub struct CancelObs {
 pub struct TrialRecord {
     pub name: String,
     pub vmm: String,
+    /// The shape of the VMM's handover, as its adapter states it: the rules
+    /// read these facts (how a source finishes, how many channels), never
+    /// the VMM's name.
+    pub shape: HandoverShape,
     pub guest: GuestState,
     pub point: Option<FaultPoint>,
     /// The fault point was reached and the fault injected.
@@ -232,6 +239,7 @@ impl TrialRecord {
         TrialRecord {
             name,
             vmm,
+            shape: HandoverShape::CPR_TRANSFER,
             guest,
             point,
             injected: false,

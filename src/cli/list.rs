@@ -15,7 +15,7 @@ pub fn run(select: &Select) -> Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     for p in selection.planned {
-        let line = match p.case.runnable() {
+        let line = match p.runnable() {
             Ok(()) => writeln!(out, "{}", p.id.name()),
             Err(why) => writeln!(out, "{}  (not run: {why})", p.id.name()),
         };

@@ -73,9 +73,24 @@ pub struct RunOptions {
 }
 
 /// Runs one trial.
+impl Planned {
+    /// Whether this trial can run here: its case on this host, and its
+    /// adapter with what the case needs; `Err` says why not.
+    pub fn runnable(&self) -> Result<(), String> {
+        self.case.runnable()?;
+        match self
+            .adapter
+            .not_runnable(self.case.device_policy.is_some(), &self.case.capabilities)
+        {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+}
+
 pub fn run_one(p: &Planned, root: &Path, opts: &RunOptions) -> TrialResult {
     let started = Instant::now();
-    let verdicts = match p.case.runnable() {
+    let verdicts = match p.runnable() {
         Err(why) => Verdicts::NotRun(why),
         Ok(()) => {
             let spec = spec_for(&p.id, &p.case, p.id.point, opts);
@@ -160,8 +175,10 @@ pub fn plan(adapters: &[Arc<dyn Adapter>], cases: &[Case], filter: Option<&str>)
                 .into_iter()
                 .map(|(id, _)| id)
                 .filter(|id| {
-                    id.point
-                        .is_none_or(|p| a.has_step(p.step, &case.capabilities))
+                    id.point.is_none_or(|p| {
+                        a.has_step(p.step, &case.capabilities)
+                            && a.handover_shape().plans(p.fault, p.step)
+                    })
                 })
             {
                 let keep = filter.is_none_or(|f| {

@@ -1,6 +1,6 @@
 //! What the integration tests share: running the real `cprkit` binary (with
 //! the refvmm and device daemon it hosts), its output as one text, and whether QEMU 10.0+
-//! is installed (required under CI).
+//! is installed (required under CI), and Cloud Hypervisor (never required).
 
 #![allow(dead_code)] // each test binary uses its own part
 
@@ -63,4 +63,23 @@ pub fn assert_matches_schema(doc: &serde_json::Value, name: &str) {
         "the document does not match docs/{name}:\n{}",
         errors.join("\n")
     );
+}
+
+/// Whether Cloud Hypervisor is there for `--vmm cloud-hypervisor`: the binary
+/// `$CPRKIT_CLOUD_HYPERVISOR` names, else `cloud-hypervisor` on PATH. Never
+/// required (CI has none): a test without it prints why it is skipped.
+pub fn cloud_hypervisor_installed() -> bool {
+    let binary = std::env::var_os("CPRKIT_CLOUD_HYPERVISOR")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "cloud-hypervisor".into());
+    let found = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("cloud-hypervisor v"));
+    if !found {
+        eprintln!(
+            "SKIPPED: Cloud Hypervisor not found (set CPRKIT_CLOUD_HYPERVISOR to its binary, or put cloud-hypervisor on PATH)"
+        );
+    }
+    found
 }

@@ -5,10 +5,16 @@
 //!   `cprkit-exec/1` protocol on its stdin and stdout ([`exec_adapter`]);
 //! - `qemu` and `qemu:/path/to/qemu-system-x86_64`: QEMU 10.0 or newer, with
 //!   the kit's counting firmware as its guest ([`qemu_adapter`], [`firmware`]);
+//! - `cloud-hypervisor` and `cloud-hypervisor:PATH`: Cloud Hypervisor's local
+//!   migration, with the kit's counting PVH guest
+//!   ([`cloud_hypervisor_adapter`], [`pvh_guest`], its REST client [`ch_api`]);
 //! - [`qmp_monitor`]: the QMP monitor the refvmm and QEMU adapters share.
 
+pub mod ch_api;
+pub mod cloud_hypervisor_adapter;
 pub mod exec_adapter;
 pub mod firmware;
+pub mod pvh_guest;
 pub mod qemu_adapter;
 pub mod qmp_monitor;
 pub mod refvmm_adapter;
@@ -17,6 +23,7 @@ use std::sync::Arc;
 
 use cprkit_harness::adapter::Adapter;
 
+pub use cloud_hypervisor_adapter::CloudHypervisor;
 pub use exec_adapter::ExecAdapter;
 pub use qemu_adapter::Qemu;
 pub use refvmm_adapter::RefVmm;
@@ -28,6 +35,11 @@ pub const VMM_SPELLINGS: &[(&str, &str)] = &[
     ("refvmm:MUTANT", "refvmm with one of its named bugs"),
     ("qemu", "QEMU 10.0+, the qemu-system-x86_64 on PATH"),
     ("qemu:PATH", "QEMU 10.0+ at PATH"),
+    (
+        "cloud-hypervisor",
+        "Cloud Hypervisor, the binary $CPRKIT_CLOUD_HYPERVISOR names, else cloud-hypervisor on PATH",
+    ),
+    ("cloud-hypervisor:PATH", "Cloud Hypervisor at PATH"),
     (
         "exec:PROGRAM",
         "a VMM driven by an adapter program of your own, over the cprkit-exec protocol",
@@ -75,6 +87,10 @@ pub fn adapter_for(spec: &str) -> Result<Arc<dyn Adapter>, VmmError> {
         Some(("qemu", path)) if !path.is_empty() => {
             Ok(Arc::new(Qemu::new(Some(std::path::Path::new(path)))?))
         }
+        None if spec == "cloud-hypervisor" => Ok(Arc::new(CloudHypervisor::new(None)?)),
+        Some(("cloud-hypervisor", path)) if !path.is_empty() => Ok(Arc::new(CloudHypervisor::new(
+            Some(std::path::Path::new(path)),
+        )?)),
         _ => Err(VmmError::Unknown(spec.to_string())),
     }
 }

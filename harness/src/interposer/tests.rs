@@ -184,6 +184,16 @@ impl Rig {
 
     /// With `listen` false, the target's socket paths do not exist.
     fn build(listen: bool, decide: impl Fn(&Held) -> Directive + Send + Sync + 'static) -> Rig {
+        Rig::shaped(listen, Channels::CprAndMain, decide)
+    }
+
+    /// A rig for a handover shape's channels: with [`Channels::One`], the
+    /// cpr route only.
+    fn shaped(
+        listen: bool,
+        channels: Channels,
+        decide: impl Fn(&Held) -> Directive + Send + Sync + 'static,
+    ) -> Rig {
         let dir = tempfile::Builder::new()
             .prefix("ipt")
             .tempdir()
@@ -207,8 +217,12 @@ impl Rig {
             decide(&h)
         });
         let timeline = Timeline::new();
-        let routes = routes(dir.path(), &tcpr, &tmain);
-        let ip = Interposer::start(&routes, &timeline, on_hold).expect("interposer");
+        let mut routes = routes(dir.path(), &tcpr, &tmain);
+        if channels == Channels::One {
+            routes.truncate(1);
+        }
+        let ip =
+            Interposer::start_shaped(&routes, &timeline, on_hold, channels).expect("interposer");
         Rig {
             _dir: dir,
             routes,
@@ -458,6 +472,47 @@ fn the_targets_cpr_eof_is_held_as_target_init_then_mirrored() {
     // The channel still works the other way (a half-close).
     send(&src, b"late");
     assert_eq!(read_n(&tgt, 4).0, b"late");
+}
+
+#[test]
+fn with_one_channel_target_init_is_the_targets_first_answer_after_the_fds() {
+    // Cloud Hypervisor's shape: request/response on one socket, the memory
+    // fd on a request of its own, a target that closes only at the end.
+    let (tx, rx) = mpsc::channel();
+    let rig = Rig::shaped(true, Channels::One, gate(Step::TargetInit, rx));
+    let (ram, _) = memfd("one");
+    let (src, tgt) = rig.connect(Chan::Cpr);
+    send(&src, b"start");
+    assert_eq!(read_n(&tgt, 5).0, b"start");
+    send(&tgt, b"ok-1");
+    assert_eq!(read_n(&src, 4).0, b"ok-1");
+    assert!(
+        rig.holds().is_empty(),
+        "an answer before the fds is no point"
+    );
+    send_fd(&src, b"memfd", &ram);
+    let (_, f) = read_n(&tgt, 5);
+    assert_eq!(f.len(), 1);
+    send(&tgt, b"ok-2");
+    rig.wait_hold(Step::TargetInit);
+    expect_quiet(&src, "the source, while target-init is held");
+    tx.send(Directive::Forward).unwrap();
+    assert_eq!(read_n(&src, 4).0, b"ok-2");
+    send(&tgt, b"ok-3");
+    assert_eq!(read_n(&src, 4).0, b"ok-3");
+    assert_eq!(
+        rig.holds(),
+        [
+            (Step::CprSave, Chan::Cpr, Dir::ToTarget, 5, 1),
+            (Step::TargetInit, Chan::Cpr, Dir::ToSource, 4, 0),
+        ]
+    );
+    // The source's close reaches the target at once, and the target's EOF is no point.
+    let t = Instant::now();
+    drop(src);
+    expect_eof(&tgt);
+    assert!(t.elapsed() < EOF_ORDER_BOUND, "{:?}", t.elapsed());
+    assert_eq!(rig.holds().len(), 2);
 }
 
 // ------------------------------------------------------------------ (c)

@@ -1,7 +1,18 @@
 //! MEM-1: guest RAM is handed over in place and its content carries on.
 
 use super::Verdict;
+use crate::adapter::Channels;
 use crate::record::TrialRecord;
+
+/// What the target was seen doing with the memfd at target-init: with one
+/// channel the kit looks when the target answers the fds' message, before it
+/// maps them (it holds them); otherwise once it has loaded the CPR state.
+fn seen(r: &TrialRecord) -> (&'static str, &'static str) {
+    match r.shape.channels {
+        Channels::One => ("hold", "holds"),
+        Channels::CprAndMain => ("map", "maps"),
+    }
+}
 
 pub fn mem1(r: &TrialRecord) -> Verdict {
     const ID: &str = "MEM-1";
@@ -11,18 +22,23 @@ pub fn mem1(r: &TrialRecord) -> Verdict {
     let Some(mapped) = &init.mapped_inodes else {
         return Verdict::na(ID, "the target's mappings could not be read at target-init");
     };
+    let (map, maps) = seen(r);
     if !mapped.contains(&inode) {
         return Verdict::fail(
             ID,
-            "the target does not map the source's RAM memfd: RAM was not handed over in place",
+            format!(
+                "the target does not {map} the source's RAM memfd: RAM was not handed over in place"
+            ),
         )
-        .with_detail(format!("source RAM inode {inode}, target maps {mapped:?}"));
+        .with_detail(format!(
+            "source RAM inode {inode}, target {maps} {mapped:?}"
+        ));
     }
     if super::failure::fail3(r).status == super::Status::Fail {
         // Two writers on one RAM: its content says nothing about the handover.
         return Verdict::pass(
             ID,
-            "the target maps the source's RAM memfd (content not judged: both VMs ran)",
+            format!("the target {maps} the source's RAM memfd (content not judged: both VMs ran)"),
         );
     }
     let at_cut = r.cutover.as_ref().and_then(|c| c.counter).map(|(_, b)| b);
@@ -62,10 +78,10 @@ pub fn mem1(r: &TrialRecord) -> Verdict {
         }
     }
     if side.exit.is_some() {
-        return Verdict::pass(ID, "the target maps the source's RAM memfd");
+        return Verdict::pass(ID, format!("the target {maps} the source's RAM memfd"));
     }
     Verdict::pass(
         ID,
-        format!("the target maps the source's RAM memfd; guest memory carries on on the {who}"),
+        format!("the target {maps} the source's RAM memfd; guest memory carries on on the {who}"),
     )
 }

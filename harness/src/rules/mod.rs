@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::record::TrialRecord;
 
 /// The contract version these checkers implement (docs/contract.md).
-pub const CONTRACT_VERSION: &str = "1.1";
+pub const CONTRACT_VERSION: &str = "1.2";
 
 /// A rule's outcome in one trial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -143,7 +143,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         id: "DONE-1",
-        text: "A successful transfer ends with the target in the source's prior runstate, and the source in postmigrate.",
+        text: "A successful transfer ends with the target in the source's prior runstate, and the source in postmigrate (or, for a handover shape whose source exits, exited with status 0).",
         check: completion::done1,
         device: false,
     },
@@ -167,7 +167,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         id: "ERR-2",
-        text: "A stuck peer never wedges the source: a cancel at any step returns it to its prior runstate, and every step ends or fails within a bound.",
+        text: "A stuck peer never wedges the source: a cancel at any step returns it to its prior runstate (where the VMM has a cancel), and every step ends or fails within a bound.",
         check: requests::err2,
         device: false,
     },

@@ -12,7 +12,9 @@ use std::time::Duration;
 use rstest::rstest;
 
 use super::{Rule, Status, Verdict, judge, rule, rules_for};
-use crate::adapter::{MigrationInfo, VmEvent};
+use crate::adapter::{
+    Channels, HandoverShape, MigrationInfo, Outcome, Receive, SourceEnd, VmEvent,
+};
 use crate::plan::{BadRequest, Fault, FaultPoint, GuestState, Step};
 use crate::procinfo::ExitInfo;
 use crate::record::{CancelObs, CutOver, MigrateReply, ProcEnd, TargetInit, TrialRecord};
@@ -54,6 +56,7 @@ impl Rec {
         let r = TrialRecord {
             name: "memory-running/no-fault".into(),
             vmm: "testvmm".into(),
+            shape: HandoverShape::CPR_TRANSFER,
             guest: GuestState::Running,
             point: None,
             injected: false,
@@ -320,6 +323,28 @@ impl Rec {
     fn target(mut self, f: impl FnOnce(&mut ProcEnd)) -> Self {
         f(&mut self.0.target);
         self
+    }
+
+    /// The same handover by a VMM of Cloud Hypervisor's shape: one channel,
+    /// a target asked to receive, no cancel, a source that exits 0 once done,
+    /// the outcome from events. Its completed source exited with status 0.
+    fn one_channel(self) -> Self {
+        let mut rec = self.with(|r| {
+            r.shape = HandoverShape {
+                channels: Channels::One,
+                receive: Receive::MonitorRequest,
+                cancel: false,
+                source_end: SourceEnd::Exit0,
+                outcome: Outcome::Events,
+            }
+        });
+        if rec.0.completed() {
+            rec = rec.exits(Actor::Source, 50, ExitInfo::Code(0)).source(|s| {
+                s.runstate = None;
+                s.migration = None;
+            });
+        }
+        rec
     }
 
     fn with(mut self, f: impl FnOnce(&mut TrialRecord)) -> Self {
@@ -645,6 +670,30 @@ fn fail4(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
     "target `inmigrate`, the source was `running`; source `unknown`, not `postmigrate`"
 )]
 #[case::failed(Rec::handover().fails(), Na, "the transfer did not complete")]
+#[case::exit0_shape_source_exited(
+    Rec::handover().one_channel(),
+    Pass,
+    "target `running`, source exited with status 0"
+)]
+#[case::exit0_shape_source_stays(
+    Rec::handover().one_channel().with(|r| {
+        r.source.exit = None;
+        r.source.runstate = Some("running".into());
+        r.timeline.retain(|e| !matches!(e.what, What::Exited(_)));
+    }),
+    Fail,
+    "source still alive (`running`) after completion, not exited with status 0"
+)]
+#[case::exit0_shape_source_exits_1(
+    Rec::handover().one_channel().with(|r| r.source.exit = Some(ExitInfo::Code(1))),
+    Fail,
+    "source exited (status 1), not exited with status 0"
+)]
+#[case::postmigrate_shape_source_exited(
+    Rec::handover().exits(Actor::Source, 60, ExitInfo::Code(0)).source(|s| s.runstate = None),
+    Fail,
+    "source `unknown`, not `postmigrate`"
+)]
 fn done1(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
     assert_verdict(&check("DONE-1", rec), status, evidence);
 }
@@ -754,6 +803,16 @@ fn done2_detail_orders_exit_and_completion() {
     "the target never loaded the CPR state"
 )]
 #[case::no_source_inode(Rec::handover().with(|r| r.source_ram_inode = None), Na, "the target never loaded the CPR state")]
+#[case::one_channel_holds(
+    Rec::handover().one_channel(),
+    Pass,
+    "the target holds the source's RAM memfd; guest memory carries on on the target"
+)]
+#[case::one_channel_holds_another(
+    Rec::handover().one_channel().with(|r| r.target_init.as_mut().unwrap().mapped_inodes = Some(BTreeSet::from([RAM + 1]))),
+    Fail,
+    "the target does not hold the source's RAM memfd"
+)]
 fn mem1(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
     assert_verdict(&check("MEM-1", rec), status, evidence);
 }
@@ -1100,6 +1159,17 @@ fn done0(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
     Rec::refused(BadRequest::NoMainChannel).exits(Actor::Source, 12, ExitInfo::Signal(11)),
     Fail,
     "the source died (killed by SIGSEGV) during the handover with bad-request:no-main-channel@source-stop"
+)]
+#[case::exit0_shape_source_exits_0_after_completion(Rec::handover().one_channel(), Pass, "no VMM died")]
+#[case::exit0_shape_source_exits_1_after_completion(
+    Rec::handover().one_channel().with(|r| r.source.exit = Some(ExitInfo::Code(1))),
+    Fail,
+    "the source exited (status 1) after the transfer completed"
+)]
+#[case::exit0_shape_source_quits_on_failure(
+    Rec::handover().one_channel().fails().exits(Actor::Source, 50, ExitInfo::Code(0)),
+    Fail,
+    "the source exited (status 0) before its migration ended"
 )]
 fn live1(#[case] rec: Rec, #[case] status: Status, #[case] evidence: &str) {
     assert_verdict(&check("LIVE-1", rec), status, evidence);

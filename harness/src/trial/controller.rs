@@ -8,7 +8,8 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use crate::adapter::{
-    Adapter, AdapterError, Incoming, LaunchSpec, MigrateRequest, Monitor, Role, VmEvent,
+    Adapter, AdapterError, Channels, HandoverShape, Incoming, LaunchSpec, MigrateRequest, Monitor,
+    Receive, Role, VmEvent,
 };
 use crate::faults::{Fault, Injection};
 use crate::guestmem::GuestRam;
@@ -30,7 +31,7 @@ impl<'a> Controller<'a> {
         tx: Sender<Signal>,
         rx: Receiver<Signal>,
     ) -> Self {
-        let record = TrialRecord::new(
+        let mut record = TrialRecord::new(
             spec.name.clone(),
             adapter.name().to_string(),
             spec.guest,
@@ -39,6 +40,7 @@ impl<'a> Controller<'a> {
             dir.path().to_path_buf(),
             dir.kept(),
         );
+        record.shape = adapter.handover_shape();
         Controller {
             adapter,
             spec,
@@ -56,6 +58,11 @@ impl<'a> Controller<'a> {
             hang_pending: false,
             record,
         }
+    }
+
+    /// The shape of the VMM's handover.
+    pub(super) fn shape(&self) -> HandoverShape {
+        self.record.shape
     }
 
     pub(super) fn fault_at(&self, step: Step) -> Option<Fault> {
@@ -146,8 +153,15 @@ impl<'a> Controller<'a> {
             vhost_user_blk: blk.filter(|_| self.bad_request() != Some(BadRequest::PrivateRam)),
         };
 
-        // The target first: it must be listening on its cpr socket.
-        let target = self.spawn(target_spec)?;
+        // The target first: it must be listening on its cpr socket (a
+        // target that starts empty is asked to, on its monitor).
+        let mut target = self.spawn(target_spec)?;
+        if self.shape().receive == Receive::MonitorRequest {
+            let mut mon = self.connect(&target, Instant::now() + STARTUP)?;
+            self.action("receive");
+            mon.receive(&incoming)?;
+            target.monitor = Some(mon);
+        }
         let listening = unixnet::wait_listening(&incoming.cpr, Instant::now() + STARTUP, || {
             !target.proc.is_alive()
         });
@@ -193,12 +207,14 @@ impl<'a> Controller<'a> {
         // The cpr channel now; the main channel once the target listens on its
         // own (at target-init), so a source that reaches for it earlier finds
         // no socket, as it would without the kit.
+        // With one channel, there is no main channel to open.
         let routes = interposer::routes(d.path(), &incoming.cpr, &incoming.main);
+        let channels = self.shape().channels;
         self.interposer = Some(
-            Interposer::start(&routes[..1], &self.timeline, on_hold)
+            Interposer::start_shaped(&routes[..1], &self.timeline, on_hold, channels)
                 .map_err(TrialError::Interposer)?,
         );
-        self.main_route = Some(routes[1].clone());
+        self.main_route = (channels == Channels::CprAndMain).then(|| routes[1].clone());
 
         // target-listen: the last moment before the migrate command.
         self.barrier_point(Step::TargetListen, "target listening");

@@ -4,7 +4,7 @@
 use std::sync::mpsc::{self};
 use std::time::{Duration, Instant};
 
-use crate::adapter::Role;
+use crate::adapter::{Channels, Receive, Role, SourceEnd};
 use crate::guestmem::GuestRam;
 use crate::interposer::Directive;
 use crate::record::{MigrateReply, ProcEnd, TrialRecord};
@@ -26,10 +26,13 @@ impl Controller<'_> {
                 self.target.as_mut().expect("checked").monitor = Some(m);
             }
             // Both sides settle: QEMU reports `completed` a moment before
-            // its runstate reaches `postmigrate`.
+            // its runstate reaches `postmigrate`; a source that finishes by
+            // exiting is waited for.
+            let exits = self.shape().source_end == SourceEnd::Exit0;
             self.serve_until(deadline, |c| {
                 (!c.alive(Role::Target) || c.runstate_is(Role::Target, &prior))
-                    && (!c.alive(Role::Source) || !c.runstate_is(Role::Source, "finish-migrate"))
+                    && (!c.alive(Role::Source)
+                        || (!exits && !c.runstate_is(Role::Source, "finish-migrate")))
             });
         } else if self.record.migrate == MigrateReply::Accepted {
             self.serve_until(deadline, |c| {
@@ -42,11 +45,24 @@ impl Controller<'_> {
                     .target_contacted
                     .load(std::sync::atomic::Ordering::SeqCst)
             });
+            // A target that receives on request may stay, empty, once its
+            // own receive has ended (FAIL-4 reads how it ended).
+            let stays = self.shape().receive == Receive::MonitorRequest;
             if contacted {
-                self.serve_until(deadline, |c| !c.alive(Role::Target));
+                self.serve_until(deadline, |c| {
+                    !c.alive(Role::Target) || (stays && c.target_migration_ended())
+                });
             }
         }
         self.barrier_point_final();
+    }
+
+    /// Whether the target's monitor says its own migration ended.
+    fn target_migration_ended(&mut self) -> bool {
+        self.target
+            .as_mut()
+            .and_then(|t| t.monitor.as_mut())
+            .is_some_and(|m| m.migration().is_ok_and(|i| i.is_terminal()))
     }
 
     pub(super) fn barrier_point_final(&mut self) {
@@ -54,6 +70,8 @@ impl Controller<'_> {
         self.action("final readings");
         self.observe_device_end((src.clone(), tgt.clone()));
         let settle = self.spec.settle;
+        let one = self.shape().channels == Channels::One;
+        let probe = one.then(|| self.adapter.guest_probe());
         for role in [Role::Source, Role::Target] {
             let alive = self.alive(role);
             let Some(side) = (match role {
@@ -72,6 +90,12 @@ impl Controller<'_> {
                     Role::Target => tgt.clone(),
                 };
                 end.migration = mon.migration().ok();
+            }
+            // With one channel, the target maps the RAM after target-init.
+            if let Some(probe) = probe.as_ref().filter(|_| alive && role == Role::Target)
+                && side.ram.is_none()
+            {
+                side.ram = GuestRam::open(side.proc.pid(), probe).ok();
             }
             if let Some(ram) = side.ram.as_ref() {
                 end.counter = ram.counter().ok();

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::adapter::{AdapterError, Role};
+use crate::adapter::{AdapterError, Channels, Role};
 use crate::faults::{ChannelAct, Fault, Injection, Victim};
-use crate::guestmem::{GuestRam, mapped_memfd_inodes};
+use crate::guestmem::{GuestRam, held_memfd_inodes, mapped_memfd_inodes};
 use crate::interposer::{Dir, Directive, Held};
 use crate::plan::Step;
 use crate::record::{CancelObs, CutOver, TargetInit};
@@ -54,8 +54,29 @@ impl Controller<'_> {
             );
             return Directive::Forward;
         }
+        // With one channel, the target's first answer after the fds is
+        // target-init only if it holds the passed RAM memfd then.
+        if h.step == Step::TargetInit && self.shape().channels == Channels::One {
+            let holds = self
+                .target
+                .as_ref()
+                .map(|t| {
+                    held_memfd_inodes(t.proc.pid(), &self.adapter.guest_probe().ram_memfd_name)
+                })
+                .is_some_and(|r| r.is_ok_and(|set| !set.is_empty()));
+            if !holds {
+                self.timeline.record(
+                    Actor::Cpr,
+                    What::Channel("the target answered without holding the RAM memfd".into()),
+                );
+                return Directive::Forward;
+            }
+        }
         let note = match h.step {
             Step::CprSave => format!("first fds held ({} fds)", h.fds),
+            Step::TargetInit if self.shape().channels == Channels::One => {
+                "the target answered, holding the RAM memfd".into()
+            }
             Step::TargetInit => "target closed the cpr channel".into(),
             Step::MainStream => "first bytes from the source held".into(),
             _ => "first bytes from the target held".into(),
@@ -242,7 +263,13 @@ impl Controller<'_> {
         };
         let pid = target.proc.pid();
         let probe = self.adapter.guest_probe();
-        let mapped_inodes = match mapped_memfd_inodes(pid, &probe.ram_memfd_name) {
+        // With one channel the target holds the memfd now and maps it later.
+        let inodes = if self.shape().channels == Channels::One {
+            held_memfd_inodes(pid, &probe.ram_memfd_name)
+        } else {
+            mapped_memfd_inodes(pid, &probe.ram_memfd_name)
+        };
+        let mapped_inodes = match inodes {
             Ok(set) => Some(set),
             Err(e) => {
                 self.timeline.record(

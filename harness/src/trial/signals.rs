@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::adapter::{Role, VmEvent};
+use crate::adapter::{Outcome, Role, VmEvent};
 use crate::plan::Step;
 
 use super::{Controller, Signal};
@@ -80,7 +80,9 @@ impl Controller<'_> {
         if self.source_terminal() {
             return true;
         }
-        if !self.alive(Role::Source) {
+        // A monitor that answers from the VMM's events can still be asked
+        // once the source is gone: its last events are read then.
+        if !self.alive(Role::Source) && self.shape().outcome != Outcome::Events {
             return false;
         }
         if let Some(Ok(m)) = self.source_monitor().map(|m| m.migration())
@@ -97,7 +99,15 @@ impl Controller<'_> {
         let deadline = Instant::now() + self.spec.migration_bound;
         let mut last_progress = Instant::now();
         loop {
-            if self.source_terminal() || !self.alive(Role::Source) {
+            if self.source_terminal() {
+                return;
+            }
+            if !self.alive(Role::Source) {
+                // A source that finishes by exiting reported its end in
+                // events that may still be on their way.
+                if self.shape().outcome == Outcome::Events {
+                    let _ = self.source_terminal_polled();
+                }
                 return;
             }
             if Instant::now() >= deadline {
