@@ -42,9 +42,10 @@ fn listed_build() -> bool {
     listed
 }
 
-/// One trial at a time: under load, Cloud Hypervisor killed by its seccomp
-/// filter was seen (1 run in 20, two at a time) to lose the events it had not
-/// yet written, and with them the STOP that FAIL-2 counts.
+/// One trial at a time: Cloud Hypervisor writes its events from a thread of
+/// its own, and a source its seccomp filter kills was seen, under load, to
+/// lose the ones not yet written (FAIL-2 leaves such a death to LIVE-1, so no
+/// verdict rests on them; the run is kept quiet all the same).
 const RUN: &[&str] = &[
     "run",
     "--vmm",
@@ -62,7 +63,7 @@ fn every_known_violation_of_cloud_hypervisor_is_seen_and_nothing_else_breaks() {
     }
     let (code, out) = run(RUN, None);
     assert_eq!(code, Some(0), "{out}");
-    for rule in ["ORD-1", "LIVE-1", "DONE-0", "FAIL-2"] {
+    for rule in ["ORD-1", "LIVE-1", "DONE-0"] {
         assert!(
             out.contains(&format!("known {rule} cloud-hypervisor::")),
             "{rule} not seen:\n{out}"
@@ -95,7 +96,6 @@ fn without_its_list_each_violated_rule_is_named() {
         ),
         ("LIVE-1", "cloud-hypervisor::memory-running/no-fault"),
         ("DONE-0", "cloud-hypervisor::memory-paused/no-fault"),
-        ("FAIL-2", "cloud-hypervisor::memory-running/no-fault"),
     ] {
         assert!(
             out.contains(&format!("\n{rule} {trial}: ")),
