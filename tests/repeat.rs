@@ -177,6 +177,29 @@ fn an_intermittent_entry_expects_the_break_in_some_repeats() {
     assert_eq!(o.status.code(), Some(0), "{t}");
     assert!(t.contains("known intermittent"), "{t}");
     assert!(t.contains("intermittent, known"), "{t}");
+    let o = cprkit(&[&args[..], &["--format", "json"]].concat(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let json: Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    assert_matches_schema(&json, "report.schema.json");
+    let tr = &json["trials"][0];
+    assert_eq!(tr["intermittent"], true);
+    assert_eq!(tr["result"], "known");
+    assert_eq!(
+        tr["repeats"]["known"][0]["reason"],
+        "refuses every other migrate"
+    );
+    assert_eq!(
+        json["reconcile"]["vmms"][0]["intermittent_expected"][0]["outcomes"],
+        "1x VIOLATES DONE-0, 1x ok"
+    );
+    let o = cprkit(&[&args[..], &["--format", "junit"]].concat(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let xml = String::from_utf8_lossy(&o.stdout);
+    assert!(!xml.contains("<failure"), "{xml}");
+    assert!(
+        xml.contains("known intermittent: 1x VIOLATES DONE-0, 1x ok"),
+        "{xml}"
+    );
 
     // Without `intermittent`, the break seen in one repeat of two is
     // known, but the trial is intermittent and unexpected.

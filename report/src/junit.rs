@@ -67,7 +67,7 @@ fn repeats_summary(t: &TrialReport) -> String {
         return String::new();
     };
     let mut by_count: Vec<_> = rep.outcomes.iter().collect();
-    by_count.sort_by(|a, b| b.count.cmp(&a.count));
+    by_count.sort_by_key(|s| std::cmp::Reverse(s.count));
     by_count
         .iter()
         .map(|o| format!("{}x {}", o.count, o.outcome))

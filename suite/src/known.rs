@@ -19,7 +19,14 @@
 //! upstream = "https://lore.kernel.org/qemu-devel/..."
 //! versions = ">=10.0, <10.1"   # optional: the VMM versions it holds for
 //! builds = ["QEMU 10.0.2 (Debian *"]  # optional: globs on what the VMM reports of itself
+//! intermittent = true    # optional: expected in some repeats only (`run --repeat K`)
 //! ```
+//!
+//! Under `cprkit run --repeat K` ([`reconcile_runs`]), an entry is seen when
+//! one repeat of one trial it covers shows its break, so one lucky pass is
+//! never a fix; a trial whose repeats differ is intermittent, expected only
+//! when `intermittent` entries account for the difference
+//! ([`KnownViolations::covering_intermittent`]).
 //!
 //! A trial glob written for the list's own VMM kind (`qemu::...` in
 //! `snapshots/qemu/`) covers that kind's trials however the VMM was named

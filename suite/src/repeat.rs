@@ -211,7 +211,7 @@ impl Repeats {
 /// (in the order first seen among equals).
 pub fn summary(outcomes: &[Seen]) -> String {
     let mut by_count: Vec<&Seen> = outcomes.iter().collect();
-    by_count.sort_by(|a, b| b.count.cmp(&a.count));
+    by_count.sort_by_key(|s| std::cmp::Reverse(s.count));
     by_count
         .iter()
         .map(|s| format!("{}x {}", s.count, s.label))
