@@ -82,7 +82,8 @@ pub fn run(select: &Select, o: &Options) -> Result<ExitCode> {
     let trials = run_with_progress(&runs, jobs, root.path(), &RunOptions { keep });
     let leaks = trials.leaks(&before, root.path());
     drop(root);
-    let interrupted = trials.interrupted();
+    // Under --repeat, what ran and what did not are repeats.
+    let interrupted = trials.interrupted_of(if repeat > 1 { "trial runs" } else { "trials" });
     let version_of = |vmm: &str| {
         selection
             .adapters
@@ -203,6 +204,11 @@ impl Trials {
 
     /// The line that says a signal cut the run short, if one did.
     pub fn interrupted(&self) -> Option<String> {
+        self.interrupted_of("trials")
+    }
+
+    /// The same, counting the items run as `what` (`trial runs`).
+    pub fn interrupted_of(&self, what: &str) -> Option<String> {
         let s = self.stopped?;
         let total = self.results.len();
         let ran = total - s.not_started - s.abandoned;
@@ -213,7 +219,7 @@ impl Trials {
             _ => String::new(),
         };
         Some(format!(
-            "interrupted by {}: {ran} of {total} trials ran{abandoned}, {} not started",
+            "interrupted by {}: {ran} of {total} {what} ran{abandoned}, {} not started",
             interrupt::name(s.signal),
             s.not_started
         ))
