@@ -6,6 +6,10 @@
 //! - a trial that could not run (the kit or host failed): `<error>`;
 //! - a trial not run on this host: `<skipped>` in a run, but `<error
 //!   type="not-run">` in a certification, which allows no skip;
+//! - in a run, a trial whose repeats (`--repeat K`) gave more than one
+//!   outcome: `<failure type="intermittent">`, its message the outcomes and
+//!   their counts, unless `intermittent` known-violation entries account
+//!   for it (then it passes, naming them in its system-out);
 //! - in a run, a trial whose violations are all known passes (as the run's
 //!   exit status has it), naming them in its system-out; a known violation
 //!   that no trial reproduced is a failing test case of classname
@@ -32,8 +36,56 @@ fn description(t: &TrialReport) -> String {
         .join("\n")
 }
 
+/// Each outcome of an intermittent trial's repeats, with its repeats and
+/// its first repeat's failures or error.
+fn repeats_description(t: &TrialReport) -> String {
+    let Some(rep) = &t.repeats else {
+        return String::new();
+    };
+    let mut lines = Vec::new();
+    for o in &rep.outcomes {
+        let which: Vec<String> = o.repeats.iter().map(|n| n.to_string()).collect();
+        lines.push(format!(
+            "{}x {} (repeats {})",
+            o.count,
+            o.outcome,
+            which.join(", ")
+        ));
+        for f in &o.failures {
+            lines.push(format!("  {}: {}", f.rule, f.evidence));
+        }
+        if let Some(why) = &o.reason {
+            lines.push(format!("  {why}"));
+        }
+    }
+    lines.join("\n")
+}
+
+/// `19x ok, 1x VIOLATES FAIL-2`.
+fn repeats_summary(t: &TrialReport) -> String {
+    let Some(rep) = &t.repeats else {
+        return String::new();
+    };
+    let mut by_count: Vec<_> = rep.outcomes.iter().collect();
+    by_count.sort_by_key(|s| std::cmp::Reverse(s.count));
+    by_count
+        .iter()
+        .map(|o| format!("{}x {}", o.count, o.outcome))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn test_case(r: &Report, t: &TrialReport) -> TestCase {
+    let intermittent = t.intermittent == Some(true);
+    let accounted = t.repeats.as_ref().is_some_and(|rep| !rep.known.is_empty());
     let status = match t.result {
+        _ if intermittent && !accounted => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(format!("intermittent: {}", repeats_summary(t)))
+                .set_type("intermittent")
+                .set_description(repeats_description(t));
+            s
+        }
         TrialOutcome::Passed | TrialOutcome::Known => TestCaseStatus::success(),
         TrialOutcome::Failed => {
             let rules: Vec<&str> = t.unexpected().map(|v| v.rule.as_str()).collect();
@@ -81,6 +133,18 @@ fn test_case(r: &Report, t: &TrialReport) -> TestCase {
             )
         })
         .collect();
+    let mut known = known;
+    if intermittent && accounted {
+        let rep = t.repeats.as_ref().expect("accounted for: has repeats");
+        for k in &rep.known {
+            known.push(format!(
+                "known intermittent: {} ({}; {})",
+                repeats_summary(t),
+                k.reason,
+                k.upstream
+            ));
+        }
+    }
     if !known.is_empty() {
         tc.set_system_out(known.join("\n"));
     }

@@ -89,6 +89,9 @@ pub struct Summary {
     pub known: usize,
     pub errors: usize,
     pub not_run: usize,
+    /// Runs only: trials whose repeats gave more than one outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intermittent: Option<usize>,
 }
 
 /// A rule over the whole report.
@@ -229,6 +232,50 @@ pub struct TrialReport {
     /// Bundles only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<TimelineFiles>,
+    /// Runs only: whether its repeats gave more than one outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intermittent: Option<bool>,
+    /// Runs only: its repeats (`run --repeat K`; one without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<RepeatsReport>,
+}
+
+/// A trial's repeats: how many, and each distinct outcome with its count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepeatsReport {
+    pub count: usize,
+    /// In the order first seen.
+    pub outcomes: Vec<RepeatOutcomeReport>,
+    /// The `intermittent` known-violation entries that account for the
+    /// differences between the repeats (then the trial is not a failure).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub known: Vec<KnownRef>,
+}
+
+/// One distinct outcome among a trial's repeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepeatOutcomeReport {
+    /// `ok`, `VIOLATES DONE-0`, `ERROR`, `not run` (with the statuses that
+    /// tell it from another outcome of the same words: `ok [ORD-1 n/a]`).
+    pub outcome: String,
+    pub count: usize,
+    /// The repeats (from 1) that gave it.
+    pub repeats: Vec<usize>,
+    pub broken_rules: Vec<String>,
+    /// The failing verdicts of its first repeat.
+    pub failures: Vec<FailureReport>,
+    /// Its first repeat's error, or why it did not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A failing verdict of one repeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureReport {
+    pub rule: String,
+    pub evidence: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }
 
 impl TrialReport {
@@ -283,12 +330,28 @@ pub struct VmmReconcile {
     pub unexpected: Vec<ReconciledViolation>,
     /// Entries that cover a trial of the run that no trial reproduced.
     pub unseen: Vec<UnseenEntry>,
+    /// Trials whose repeats differ in a way no `intermittent` entry accounts
+    /// for (each makes the run fail).
+    pub intermittent: Vec<IntermittentTrial>,
+    /// Trials whose repeats differ as `intermittent` entries expect.
+    pub intermittent_expected: Vec<IntermittentTrial>,
+}
+
+/// An intermittent trial: its outcomes, `19x ok, 1x VIOLATES FAIL-2`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntermittentTrial {
+    pub trial: String,
+    pub outcomes: String,
+    /// The `intermittent` entries that account for it (expected ones only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub known: Vec<KnownRef>,
 }
 
 /// The reconciliation that decides `cprkit run`'s exit status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reconcile {
-    /// No unexpected violation, no unseen known one, no error.
+    /// No unexpected violation, no unseen known one, no unexpected
+    /// intermittent trial, no error.
     pub ok: bool,
     pub vmms: Vec<VmmReconcile>,
 }

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use cprkit_harness::outcome::redact;
 use cprkit_harness::rules;
 use cprkit_suite::known::KnownByVmm as Known;
-use cprkit_suite::known::{KnownViolations, reconcile};
+use cprkit_suite::known::{KnownViolations, reconcile_runs};
+use cprkit_suite::repeat::Run;
 use cprkit_suite::runner::{TrialResult, Verdicts};
 
 use crate::host::Host;
 use crate::model::{
-    Kind, LeakCheck, Reconcile, ReconciledViolation, Report, ReportVerdict, SCHEMA_VERSION,
-    TrialReport, UnseenEntry, Vmm, VmmReconcile,
+    IntermittentTrial, Kind, KnownRef, LeakCheck, Reconcile, ReconciledViolation, Report,
+    ReportVerdict, SCHEMA_VERSION, TrialReport, UnseenEntry, Vmm, VmmReconcile,
 };
 use crate::summaries::{figure_summaries, plural, rule_summaries, summary, tool, trial_report};
 
@@ -31,7 +32,13 @@ impl Report {
             .map(|r| trial_report(r, known.get(&r.id.vmm)))
             .collect();
         let reconcile = reconcile_run(results, known);
-        let summary = summary(&trials);
+        let mut summary = summary(&trials);
+        summary.intermittent = Some(
+            trials
+                .iter()
+                .filter(|t| t.intermittent == Some(true))
+                .count(),
+        );
         let mut reasons = Vec::new();
         let unexpected: usize = reconcile.vmms.iter().map(|v| v.unexpected.len()).sum();
         let unseen: usize = reconcile.vmms.iter().map(|v| v.unseen.len()).sum();
@@ -40,6 +47,14 @@ impl Report {
                 unexpected,
                 "unexpected violation",
                 "unexpected violations",
+            ));
+        }
+        let intermittent: usize = reconcile.vmms.iter().map(|v| v.intermittent.len()).sum();
+        if intermittent > 0 {
+            reasons.push(plural(
+                intermittent,
+                "intermittent trial no intermittent known violation accounts for",
+                "intermittent trials no intermittent known violation accounts for",
             ));
         }
         if unseen > 0 {
@@ -87,14 +102,17 @@ impl Report {
 /// Sorts a run's violations against the known ones, VMM by VMM, as `cprkit
 /// run`'s exit status does.
 fn reconcile_run(results: &[TrialResult], known: &Known) -> Reconcile {
-    let mut per_vmm: BTreeMap<&str, Vec<(String, Vec<rules::Verdict>)>> = BTreeMap::new();
+    let mut per_vmm: BTreeMap<&str, Vec<(String, Vec<Run>)>> = BTreeMap::new();
     let mut errors = 0;
     for r in results {
         match &r.verdicts {
-            Verdicts::Judged { verdicts, .. } => per_vmm
-                .entry(&r.id.vmm)
-                .or_default()
-                .push((r.name(), verdicts.clone())),
+            Verdicts::Judged { .. } => per_vmm.entry(&r.id.vmm).or_default().push((
+                r.name(),
+                match &r.repeats {
+                    Some(rep) => rep.runs.clone(),
+                    None => vec![Run::of(r)],
+                },
+            )),
             Verdicts::Error(_) => errors += 1,
             Verdicts::NotRun(_) => {}
         }
@@ -114,7 +132,13 @@ fn reconcile_run(results: &[TrialResult], known: &Known) -> Reconcile {
     let mut ok = errors == 0;
     for (vmm, run) in &per_vmm {
         let k = known.get(vmm).unwrap_or(&empty);
-        let rec = reconcile(k, run);
+        let rec = reconcile_runs(k, run);
+        let known_ref = |e: &cprkit_suite::known::KnownViolation| KnownRef {
+            reason: e.reason.clone(),
+            upstream: e.upstream.clone(),
+            file: k.path.display().to_string(),
+            line: e.line,
+        };
         ok &= rec.is_clean();
         vmms.push(VmmReconcile {
             vmm: vmm.to_string(),
@@ -151,6 +175,24 @@ fn reconcile_run(results: &[TrialResult], known: &Known) -> Reconcile {
                     line: e.line,
                     reason: e.reason.clone(),
                     upstream: e.upstream.clone(),
+                })
+                .collect(),
+            intermittent: rec
+                .intermittent
+                .iter()
+                .map(|(t, o)| IntermittentTrial {
+                    trial: t.clone(),
+                    outcomes: o.clone(),
+                    known: Vec::new(),
+                })
+                .collect(),
+            intermittent_expected: rec
+                .intermittent_expected
+                .iter()
+                .map(|(t, o, es)| IntermittentTrial {
+                    trial: t.clone(),
+                    outcomes: o.clone(),
+                    known: es.iter().map(|e| known_ref(e)).collect(),
                 })
                 .collect(),
         });

@@ -9,8 +9,8 @@ use cprkit_suite::runner::{TrialResult, Verdicts};
 
 use crate::figures::{Figure, Figures, median};
 use crate::model::{
-    FigureSummary, KnownRef, Median, RuleSummary, RuleVerdict, Summary, Tool, TrialOutcome,
-    TrialReport, VerdictReport,
+    FailureReport, FigureSummary, KnownRef, Median, RepeatOutcomeReport, RepeatsReport,
+    RuleSummary, RuleVerdict, Summary, Tool, TrialOutcome, TrialReport, VerdictReport,
 };
 
 pub(crate) fn tool() -> Tool {
@@ -56,6 +56,56 @@ pub(crate) fn trial_report(r: &TrialResult, known: Option<&KnownViolations>) -> 
         Verdicts::Error(e) => (TrialOutcome::Error, Some(e.clone()), Vec::new(), None),
         Verdicts::NotRun(why) => (TrialOutcome::NotRun, Some(why.clone()), Vec::new(), None),
     };
+    let repeats = r.repeats.as_ref().map(|rep| {
+        let covering = if rep.intermittent() {
+            known
+                .and_then(|k| k.covering_intermittent(&name, &rep.runs))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        RepeatsReport {
+            count: rep.count(),
+            outcomes: rep
+                .outcomes
+                .iter()
+                .map(|s| RepeatOutcomeReport {
+                    outcome: s.label.clone(),
+                    count: s.count,
+                    repeats: s.repeats.clone(),
+                    broken_rules: s.outcome.broken().iter().map(|r| r.to_string()).collect(),
+                    failures: s
+                        .failures
+                        .iter()
+                        .map(|v| FailureReport {
+                            rule: v.rule.to_string(),
+                            evidence: v.evidence.clone(),
+                            detail: v.detail.clone(),
+                        })
+                        .collect(),
+                    reason: s.reason.clone(),
+                })
+                .collect(),
+            known: covering
+                .iter()
+                .map(|e| KnownRef {
+                    reason: e.reason.clone(),
+                    upstream: e.upstream.clone(),
+                    file: known
+                        .map(|k| k.path.display().to_string())
+                        .unwrap_or_default(),
+                    line: e.line,
+                })
+                .collect(),
+        }
+    });
+    let intermittent = r.repeats.as_ref().map(|rep| rep.intermittent());
+    // Intermittent, and no `intermittent` entry accounts for it: a failure,
+    // whatever its verdicts.
+    let result = match &repeats {
+        Some(rep) if intermittent == Some(true) && rep.known.is_empty() => TrialOutcome::Failed,
+        _ => result,
+    };
     TrialReport {
         name,
         vmm: r.id.vmm.clone(),
@@ -73,6 +123,8 @@ pub(crate) fn trial_report(r: &TrialResult, known: Option<&KnownViolations>) -> 
         verdicts,
         figures,
         timeline: None,
+        intermittent,
+        repeats,
     }
 }
 

@@ -99,6 +99,10 @@ enum Command {
         /// that does not inherit its kind's list (another build id).
         #[arg(long, value_name = "FILE")]
         known_violations: Option<PathBuf>,
+        /// Run each trial K times; a trial whose repeats give different
+        /// outcomes is reported intermittent, with each outcome and its count.
+        #[arg(long, value_name = "K", default_value_t = 1, value_parser = parse_repeat)]
+        repeat: usize,
     },
     /// Certify a VMM for a profile: every trial of the profile's cases, no
     /// skip, no known violation excused; writes the bundle to --out.
@@ -202,6 +206,15 @@ fn parse_jobs(text: &str) -> Result<usize, String> {
     }
 }
 
+/// `--repeat K`: each trial at least once.
+fn parse_repeat(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (runs of each trial)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn default_jobs() -> usize {
     std::thread::available_parallelism()
         .map(usize::from)
@@ -221,7 +234,17 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             keep,
             format,
             known_violations,
-        } => run::run(&select, jobs, keep, format, known_violations.as_deref()),
+            repeat,
+        } => run::run(
+            &select,
+            &run::Options {
+                jobs,
+                keep,
+                format,
+                known_list: known_violations.as_deref(),
+                repeat,
+            },
+        ),
         Command::Certify {
             vmm,
             profile,

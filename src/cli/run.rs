@@ -14,6 +14,7 @@ use anyhow::{Result, bail};
 use cprkit_harness::leaks::{FdCensus, Leaks};
 use cprkit_report::{Host, LeakCheck, Report, Vmm};
 use cprkit_suite::known::KnownByVmm;
+use cprkit_suite::repeat;
 use cprkit_suite::runner::{Planned, RunOptions, TrialResult, Verdicts, run_one};
 
 use super::interrupt::{self, INTERRUPTED};
@@ -32,13 +33,25 @@ pub enum Format {
     Junit,
 }
 
-pub fn run(
-    select: &Select,
-    jobs: usize,
-    keep: bool,
-    format: Format,
-    known_list: Option<&Path>,
-) -> Result<ExitCode> {
+/// How `cprkit run` runs and reports.
+pub struct Options<'a> {
+    pub jobs: usize,
+    pub keep: bool,
+    pub format: Format,
+    /// `--known-violations FILE`.
+    pub known_list: Option<&'a Path>,
+    /// `--repeat K`: runs of each trial (at least 1).
+    pub repeat: usize,
+}
+
+pub fn run(select: &Select, o: &Options) -> Result<ExitCode> {
+    let Options {
+        jobs,
+        keep,
+        format,
+        known_list,
+        repeat,
+    } = *o;
     let cases = load_cases()?;
     let selection = select.select(&cases)?;
     if selection.matching == 0 {
@@ -52,12 +65,25 @@ pub fn run(
             selection.matching
         );
     }
+    if repeat > 1 {
+        eprintln!(
+            "each of the {} trials {repeat} times: {} runs",
+            planned.len(),
+            planned.len() * repeat
+        );
+    }
+    // Each trial's repeats one after the other, in plan order.
+    let runs: Vec<Planned> = planned
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p.clone(), repeat))
+        .collect();
     let before = FdCensus::take();
     let root = RunDir::new()?;
-    let trials = run_with_progress(planned, jobs, root.path(), &RunOptions { keep });
+    let trials = run_with_progress(&runs, jobs, root.path(), &RunOptions { keep });
     let leaks = trials.leaks(&before, root.path());
     drop(root);
-    let results = &trials.results;
+    // Under --repeat, what ran and what did not are repeats.
+    let interrupted = trials.interrupted_of(if repeat > 1 { "trial runs" } else { "trials" });
     let version_of = |vmm: &str| {
         selection
             .adapters
@@ -66,18 +92,19 @@ pub fn run(
             .map(|a| a.version())
             .unwrap_or_default()
     };
+    let known = KnownByVmm::load(&trials.results, version_of, known_list)?;
+    let results = &merge_repeats(trials.results, repeat, &known);
     let ok = match format {
         Format::Text => {
-            let expectations = Expectations::load(results, version_of, known_list)?;
+            let expectations = Expectations::new(known);
             print_table(results, &expectations);
             let ok = print_summary(results, &expectations);
-            if let Some(line) = trials.interrupted() {
+            if let Some(line) = &interrupted {
                 println!("{line}");
             }
             ok
         }
         Format::Json | Format::Junit => {
-            let known = KnownByVmm::load(results, version_of, known_list)?;
             let report = Report::run(
                 selection
                     .adapters
@@ -100,7 +127,7 @@ pub fn run(
             } else {
                 print!("{}", cprkit_report::junit::render(&report));
             }
-            if let Some(line) = trials.interrupted() {
+            if let Some(line) = &interrupted {
                 eprintln!("{line}");
             }
             report.reconcile.as_ref().is_some_and(|r| r.ok)
@@ -115,6 +142,31 @@ pub fn run(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The results of a run of each trial `repeat` times (its repeats one after
+/// the other, in plan order), one for each trial: the result that stands for
+/// its repeats ([`repeat::merge`]), a rule broken in any repeat broken in it,
+/// with its evidence as no known violation expects it when one repeat broke
+/// it so. Repeats a signal kept from running are left out, unless no repeat
+/// of the trial ran.
+fn merge_repeats(results: Vec<TrialResult>, repeat: usize, known: &KnownByVmm) -> Vec<TrialResult> {
+    let mut out = Vec::new();
+    let mut results = results.into_iter().peekable();
+    while results.peek().is_some() {
+        let chunk: Vec<TrialResult> = results.by_ref().take(repeat).collect();
+        let interrupted = |r: &TrialResult| matches!(&r.verdicts, Verdicts::NotRun(why) if why.starts_with(INTERRUPTED));
+        let (stopped, ran): (Vec<_>, Vec<_>) = chunk.into_iter().partition(interrupted);
+        if ran.is_empty() {
+            out.extend(stopped.into_iter().next());
+            continue;
+        }
+        let k = known.get(&ran[0].id.vmm);
+        out.push(repeat::merge(ran, |trial, v| {
+            k.is_none_or(|k| k.expecting(trial, v).is_none())
+        }));
+    }
+    out
 }
 
 /// Prints the leak check on stderr; true if it was done and found nothing.
@@ -152,6 +204,11 @@ impl Trials {
 
     /// The line that says a signal cut the run short, if one did.
     pub fn interrupted(&self) -> Option<String> {
+        self.interrupted_of("trials")
+    }
+
+    /// The same, counting the items run as `what` (`trial runs`).
+    pub fn interrupted_of(&self, what: &str) -> Option<String> {
         let s = self.stopped?;
         let total = self.results.len();
         let ran = total - s.not_started - s.abandoned;
@@ -162,7 +219,7 @@ impl Trials {
             _ => String::new(),
         };
         Some(format!(
-            "interrupted by {}: {ran} of {total} trials ran{abandoned}, {} not started",
+            "interrupted by {}: {ran} of {total} {what} ran{abandoned}, {} not started",
             interrupt::name(s.signal),
             s.not_started
         ))
@@ -186,8 +243,21 @@ pub fn run_with_progress(
 ) -> Trials {
     let total = planned.len();
     let mut done = 0;
+    // A trial planned more than once (`run --repeat K`): `(i/K)` after its name.
+    let mut times: std::collections::HashMap<String, (usize, usize)> =
+        std::collections::HashMap::new();
+    for p in planned {
+        times.entry(p.id.name()).or_default().1 += 1;
+    }
     let mut progress = |r: &TrialResult| {
         done += 1;
+        let repeat = match times.get_mut(&r.name()) {
+            Some((n, k)) if *k > 1 => {
+                *n += 1;
+                format!(" ({n}/{k})")
+            }
+            _ => String::new(),
+        };
         let what = match &r.verdicts {
             Verdicts::Judged { .. } if r.violations().is_empty() => "ok".to_string(),
             Verdicts::Judged { .. } => format!("VIOLATES {}", r.violations().join(", ")),
@@ -195,7 +265,7 @@ pub fn run_with_progress(
             Verdicts::NotRun(why) => format!("not run: {why}"),
         };
         eprintln!(
-            "[{done:>3}/{total}] {} ... {what} ({} ms)",
+            "[{done:>3}/{total}] {}{repeat} ... {what} ({} ms)",
             r.name(),
             r.elapsed.as_millis()
         );
@@ -258,6 +328,7 @@ pub fn run_trials(
                 snapshot_dir: p.adapter.snapshot_dir(),
                 elapsed: Duration::ZERO,
                 verdicts,
+                repeats: None,
             }
         })
         .collect();

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
 use cprkit_harness::rules::{Rule, Status, rules_for};
-use cprkit_suite::known::{KnownByVmm, KnownViolations, Reconciled, reconcile};
+use cprkit_suite::known::{KnownByVmm, KnownViolations, Reconciled, reconcile_runs};
+use cprkit_suite::repeat::Run;
 use cprkit_suite::runner::{TrialResult, Verdicts};
 
 use super::interrupt::INTERRUPTED;
@@ -16,16 +16,8 @@ pub struct Expectations {
 }
 
 impl Expectations {
-    /// Loads each VMM's `known-violations.toml` from its snapshot directory
-    /// (or the `chosen` file), for its version.
-    pub fn load(
-        results: &[TrialResult],
-        version_of: impl Fn(&str) -> String,
-        chosen: Option<&std::path::Path>,
-    ) -> Result<Self> {
-        Ok(Expectations {
-            known: KnownByVmm::load(results, version_of, chosen)?,
-        })
+    pub fn new(known: KnownByVmm) -> Self {
+        Expectations { known }
     }
 
     fn known(&self, vmm: &str) -> Option<&KnownViolations> {
@@ -33,8 +25,18 @@ impl Expectations {
     }
 }
 
+/// Each repeat's run of a trial (one, unless it ran `--repeat K` times).
+fn runs_of(r: &TrialResult) -> Vec<Run> {
+    match &r.repeats {
+        Some(rep) => rep.runs.clone(),
+        None => vec![Run::of(r)],
+    }
+}
+
 /// One line per trial, one column per rule: `.` pass, `F` fail, `K` a known
-/// violation, `-` not applicable.
+/// violation, `-` not applicable. A trial whose repeats differ reads
+/// `intermittent` (`intermittent, known` when `intermittent` entries account
+/// for it).
 pub fn print_table(results: &[TrialResult], exp: &Expectations) {
     let width = results
         .iter()
@@ -76,12 +78,18 @@ pub fn print_table(results: &[TrialResult], exp: &Expectations) {
                     expected |= is_known;
                     print!(" {mark:^6}");
                 }
-                let result = if unexpected {
-                    "VIOLATION"
-                } else if expected {
-                    "known"
-                } else {
-                    "ok"
+                let intermittent = r.intermittent();
+                let covered = intermittent
+                    && known
+                        .and_then(|k| k.covering_intermittent(&r.name(), &runs_of(r)))
+                        .is_some();
+                let result = match (intermittent, covered) {
+                    (true, false) => "intermittent",
+                    (true, true) if !unexpected => "intermittent, known",
+                    (true, true) => "intermittent",
+                    _ if unexpected => "VIOLATION",
+                    _ if expected => "known",
+                    _ => "ok",
                 };
                 println!("  {result}");
             }
@@ -97,8 +105,7 @@ pub fn print_table(results: &[TrialResult], exp: &Expectations) {
 pub fn print_summary(results: &[TrialResult], exp: &Expectations) -> bool {
     let (mut passed, mut errors, mut not_run) = (0, 0, 0);
     let mut interrupted: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut per_vmm: BTreeMap<&str, Vec<(String, Vec<cprkit_harness::rules::Verdict>)>> =
-        BTreeMap::new();
+    let mut per_vmm: BTreeMap<&str, Vec<(String, Vec<Run>)>> = BTreeMap::new();
     println!();
     for r in results {
         match &r.verdicts {
@@ -109,7 +116,7 @@ pub fn print_summary(results: &[TrialResult], exp: &Expectations) -> bool {
                 per_vmm
                     .entry(&r.id.vmm)
                     .or_default()
-                    .push((r.name(), verdicts.clone()));
+                    .push((r.name(), runs_of(r)));
             }
             Verdicts::Error(e) => {
                 errors += 1;
@@ -131,9 +138,11 @@ pub fn print_summary(results: &[TrialResult], exp: &Expectations) -> bool {
     }
     let empty = KnownViolations::default();
     let (mut unexpected, mut known, mut unseen) = (0, 0, 0);
+    let intermittent = results.iter().filter(|r| r.intermittent()).count();
+    let mut intermittent_unexpected = 0;
     for (vmm, run) in &per_vmm {
         let k = exp.known(vmm).unwrap_or(&empty);
-        let rec: Reconciled = reconcile(k, run);
+        let rec: Reconciled = reconcile_runs(k, run);
         for (trial, v) in &rec.unexpected {
             let detail = if v.detail.is_empty() {
                 String::new()
@@ -158,14 +167,28 @@ pub fn print_summary(results: &[TrialResult], exp: &Expectations) -> bool {
                 entry.reason
             );
         }
+        for (trial, outcomes) in &rec.intermittent {
+            println!("INTERMITTENT {trial}: {outcomes}");
+        }
+        for (trial, outcomes, entries) in &rec.intermittent_expected {
+            let why: Vec<String> = entries
+                .iter()
+                .map(|e| format!("{} {}; {}", e.rule, e.reason, e.upstream))
+                .collect();
+            println!(
+                "known intermittent {trial}: {outcomes} ({})",
+                why.join("; ")
+            );
+        }
+        intermittent_unexpected += rec.intermittent.len();
         unexpected += rec.unexpected.len();
         known += rec.expected.len();
         unseen += rec.unseen.len();
     }
     println!(
-        "{} trials: {passed} passed, {} with violations ({unexpected} unexpected, {known} known), {unseen} known not seen, {errors} errors, {not_run} not run",
+        "{} trials: {passed} passed, {} with violations ({unexpected} unexpected, {known} known), {intermittent} intermittent ({intermittent_unexpected} unexpected), {unseen} known not seen, {errors} errors, {not_run} not run",
         results.len(),
         results.len() - passed - errors - not_run,
     );
-    unexpected == 0 && unseen == 0 && errors == 0
+    unexpected == 0 && unseen == 0 && errors == 0 && intermittent_unexpected == 0
 }

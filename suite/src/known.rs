@@ -19,7 +19,14 @@
 //! upstream = "https://lore.kernel.org/qemu-devel/..."
 //! versions = ">=10.0, <10.1"   # optional: the VMM versions it holds for
 //! builds = ["QEMU 10.0.2 (Debian *"]  # optional: globs on what the VMM reports of itself
+//! intermittent = true    # optional: expected in some repeats only (`run --repeat K`)
 //! ```
+//!
+//! Under `cprkit run --repeat K` ([`reconcile_runs`]), an entry is seen when
+//! one repeat of one trial it covers shows its break, so one lucky pass is
+//! never a fix; a trial whose repeats differ is intermittent, expected only
+//! when `intermittent` entries account for the difference
+//! ([`KnownViolations::covering_intermittent`]).
 //!
 //! A trial glob written for the list's own VMM kind (`qemu::...` in
 //! `snapshots/qemu/`) covers that kind's trials however the VMM was named
@@ -37,6 +44,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::case::Source;
+use crate::repeat::{Run, outcome_set, summary};
 use crate::{CaseError, glob_match, vmm_snapshots_dir};
 
 /// One known violation.
@@ -54,6 +62,10 @@ pub struct KnownViolation {
     /// Globs on the VMM's self-description (its version line): the builds
     /// the entry holds for; empty: every build in `versions`.
     pub builds: Vec<String>,
+    /// The break is expected in *some* repeats of the covered trials
+    /// (`run --repeat K`): seen once it is seen in one repeat, and the
+    /// other repeats passing is not a fix.
+    pub intermittent: bool,
     /// The line of the entry in its file.
     pub line: usize,
 }
@@ -220,6 +232,8 @@ struct EntryForm {
     versions: Option<Spanned<String>>,
     #[serde(default)]
     builds: Vec<String>,
+    #[serde(default)]
+    intermittent: bool,
 }
 
 fn any() -> String {
@@ -282,6 +296,7 @@ impl KnownViolations {
                 upstream: e.upstream.into_inner(),
                 versions,
                 builds: e.builds,
+                intermittent: e.intermittent,
                 line,
             });
         }
@@ -341,6 +356,47 @@ impl KnownViolations {
             .iter()
             .find(|k| k.expects(trial, &self.owner, v))
     }
+
+    /// The `intermittent` entries that account for the differences between
+    /// the repeats of `trial`, if they do: every repeat was judged, and once
+    /// the rules those entries expect to break in some repeat (and do) are
+    /// set aside, every repeat broke the same rules. (A break moves other
+    /// rules between pass and not applicable: a refused migrate makes FAIL-1
+    /// apply and DONE-1 not; those follow from the expected break.) None
+    /// when the repeats differ otherwise, or none of their breaks is an
+    /// `intermittent` entry's.
+    pub fn covering_intermittent(&self, trial: &str, runs: &[Run]) -> Option<Vec<&KnownViolation>> {
+        let mut judged = Vec::new();
+        for r in runs {
+            match r {
+                Run::Judged(vs) => judged.push(vs),
+                _ => return None,
+            }
+        }
+        let mut entries: Vec<&KnownViolation> = Vec::new();
+        let mut rules: Vec<&str> = Vec::new();
+        for v in judged.iter().flat_map(|vs| vs.iter()) {
+            if let Some(k) = self.expecting(trial, v).filter(|k| k.intermittent) {
+                if !entries.iter().any(|e| std::ptr::eq(*e, k)) {
+                    entries.push(k);
+                }
+                if !rules.contains(&v.rule) {
+                    rules.push(v.rule);
+                }
+            }
+        }
+        if entries.is_empty() {
+            return None;
+        }
+        let rest = |vs: &Vec<Verdict>| -> Vec<&str> {
+            vs.iter()
+                .filter(|v| v.status == Status::Fail && !rules.contains(&v.rule))
+                .map(|v| v.rule)
+                .collect()
+        };
+        let first = rest(judged[0]);
+        judged.iter().all(|vs| rest(vs) == first).then_some(entries)
+    }
 }
 
 /// The known violations of every VMM of a run, by VMM name, loaded from each
@@ -389,23 +445,75 @@ pub struct Reconciled<'k> {
     pub expected: Vec<(String, Verdict, &'k KnownViolation)>,
     /// (trial, verdict) that no entry expects.
     pub unexpected: Vec<(String, Verdict)>,
-    /// Entries that cover some trial of the run, yet no trial reproduced.
+    /// Entries that cover some trial of the run, yet no repeat of any trial
+    /// reproduced.
     pub unseen: Vec<&'k KnownViolation>,
+    /// (trial, its outcomes) of trials whose repeats differ in a way no
+    /// `intermittent` entry accounts for.
+    pub intermittent: Vec<(String, String)>,
+    /// (trial, its outcomes, the `intermittent` entries that account for
+    /// the differences).
+    pub intermittent_expected: Vec<(String, String, Vec<&'k KnownViolation>)>,
 }
 
 impl Reconciled<'_> {
     pub fn is_clean(&self) -> bool {
-        self.unexpected.is_empty() && self.unseen.is_empty()
+        self.unexpected.is_empty() && self.unseen.is_empty() && self.intermittent.is_empty()
     }
 }
 
 /// Sorts the verdicts of a run (trial name, its verdicts) against `known`.
 pub fn reconcile<'k>(known: &'k KnownViolations, run: &[(String, Vec<Verdict>)]) -> Reconciled<'k> {
+    let runs: Vec<(String, Vec<Run>)> = run
+        .iter()
+        .map(|(t, vs)| (t.clone(), vec![Run::Judged(vs.clone())]))
+        .collect();
+    reconcile_runs(known, &runs)
+}
+
+/// Sorts the verdicts of a run whose trials ran one or more times (trial
+/// name, each repeat's run) against `known`. Each distinct failing verdict
+/// (rule and evidence) of a trial, in any repeat, is expected or unexpected
+/// once; an entry is seen when one repeat of one trial it covers shows it;
+/// a trial whose repeats differ is intermittent, expected only when its
+/// `intermittent` entries account for the difference
+/// ([`KnownViolations::covering_intermittent`]).
+pub fn reconcile_runs<'k>(
+    known: &'k KnownViolations,
+    run: &[(String, Vec<Run>)],
+) -> Reconciled<'k> {
     let mut out = Reconciled::default();
     let owner = &known.owner;
     let mut seen = vec![false; known.entries.len()];
-    for (trial, verdicts) in run {
-        for v in verdicts.iter().filter(|v| v.status == Status::Fail) {
+    for (trial, runs) in run {
+        let mut failing: Vec<&Verdict> = Vec::new();
+        for v in runs
+            .iter()
+            .filter_map(|r| match r {
+                Run::Judged(vs) => Some(vs),
+                _ => None,
+            })
+            .flatten()
+            .filter(|v| v.status == Status::Fail)
+        {
+            if !failing
+                .iter()
+                .any(|f| f.rule == v.rule && f.evidence == v.evidence)
+            {
+                failing.push(v);
+            }
+        }
+        let outcomes = outcome_set(runs);
+        if outcomes.len() > 1 {
+            let said = summary(&outcomes);
+            match known.covering_intermittent(trial, runs) {
+                Some(entries) => out
+                    .intermittent_expected
+                    .push((trial.clone(), said, entries)),
+                None => out.intermittent.push((trial.clone(), said)),
+            }
+        }
+        for v in failing {
             match known
                 .entries
                 .iter()
@@ -569,6 +677,108 @@ upstream = "https://example.org/patch"
         assert_eq!(reconcile(&k, &clean).unseen.len(), 1);
         let other = vec![("qemu::memory-paused/no-fault".to_string(), vec![])];
         assert!(reconcile(&k, &other).is_clean());
+    }
+
+    /// FAIL-2 broken in `fails` of the repeats of
+    /// `refvmm::memory-running/cancel@target-init`, passed in the others.
+    fn repeats(fails: &[bool]) -> Vec<(String, Vec<Run>)> {
+        let runs = fails
+            .iter()
+            .map(|&f| {
+                Run::Judged(vec![
+                    verdict("DONE-0", Status::Pass, "ok"),
+                    if f {
+                        verdict("FAIL-2", Status::Fail, "the source did not resume")
+                    } else {
+                        verdict("FAIL-2", Status::Pass, "the source resumed")
+                    },
+                ])
+            })
+            .collect();
+        vec![(
+            "refvmm::memory-running/cancel@target-init".to_string(),
+            runs,
+        )]
+    }
+
+    fn fail2_entry(intermittent: bool) -> KnownViolations {
+        let text = format!(
+            "[[violation]]\nrule = \"FAIL-2\"\ntrials = [\"refvmm::memory-running/*\"]\nevidence = \"the source did not resume\"\nreason = \"a race\"\nupstream = \"u\"\n{}",
+            if intermittent {
+                "intermittent = true\n"
+            } else {
+                ""
+            }
+        );
+        KnownViolations::parse(Path::new("snapshots/refvmm/known-violations.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn repeats_that_differ_make_an_unexpected_intermittent_trial() {
+        let empty = KnownViolations::default();
+        let r = reconcile_runs(&empty, &repeats(&[false, true, false]));
+        assert_eq!(
+            r.intermittent,
+            vec![(
+                "refvmm::memory-running/cancel@target-init".to_string(),
+                "2x ok, 1x VIOLATES FAIL-2".to_string()
+            )]
+        );
+        assert_eq!(r.unexpected.len(), 1, "the break counted once");
+        assert!(!r.is_clean());
+        // The same outcome every time: not intermittent.
+        let r = reconcile_runs(&empty, &repeats(&[false, false]));
+        assert!(r.intermittent.is_empty() && r.is_clean());
+    }
+
+    #[test]
+    fn an_intermittent_entry_is_satisfied_by_one_repeat() {
+        let k = fail2_entry(true);
+        assert!(k.entries[0].intermittent);
+        let r = reconcile_runs(&k, &repeats(&[false, true, false]));
+        assert!(r.is_clean(), "{r:?}");
+        assert!(r.intermittent.is_empty());
+        assert_eq!(r.intermittent_expected.len(), 1);
+        assert_eq!(r.expected.len(), 1);
+        // The break moves another rule between pass and not applicable: it
+        // follows from the break, and is accounted for with it.
+        let mut run = repeats(&[false, true]);
+        if let Run::Judged(vs) = &mut run[0].1[1] {
+            vs[0] = verdict("DONE-0", Status::NotApplicable, "no transfer");
+        }
+        assert!(reconcile_runs(&k, &run).is_clean());
+        // Every repeat shows it: satisfied too.
+        assert!(reconcile_runs(&k, &repeats(&[true, true])).is_clean());
+        // No repeat shows it: not seen.
+        let r = reconcile_runs(&k, &repeats(&[false, false, false]));
+        assert_eq!(r.unseen.len(), 1);
+    }
+
+    #[test]
+    fn an_entry_without_intermittent_seen_in_some_repeats_is_unexpected() {
+        let k = fail2_entry(false);
+        let r = reconcile_runs(&k, &repeats(&[true, false]));
+        assert_eq!(r.expected.len(), 1, "the break itself is known");
+        assert!(r.unseen.is_empty(), "one lucky pass is not a fix");
+        assert_eq!(r.intermittent.len(), 1, "but the trial is intermittent");
+        assert!(!r.is_clean());
+        assert!(reconcile_runs(&k, &repeats(&[true, true])).is_clean());
+    }
+
+    #[test]
+    fn an_intermittent_entry_does_not_cover_other_differences() {
+        let k = fail2_entry(true);
+        let mut run = repeats(&[true, false]);
+        // The second repeat also breaks DONE-0: no entry accounts for that.
+        if let Run::Judged(vs) = &mut run[0].1[1] {
+            vs[0] = verdict("DONE-0", Status::Fail, "never completed");
+        }
+        let r = reconcile_runs(&k, &run);
+        assert_eq!(r.intermittent.len(), 1, "{r:?}");
+        // A repeat that errored is not accounted for either.
+        let mut run = repeats(&[true, false]);
+        run[0].1[1] = Run::Error("the target never listened".into());
+        assert_eq!(reconcile_runs(&k, &run).intermittent.len(), 1);
     }
 
     #[rstest]

@@ -39,6 +39,7 @@ mod glob;
 pub mod known;
 mod locations;
 mod profile;
+pub mod repeat;
 pub mod runner;
 mod trial_id;
 

@@ -50,11 +50,19 @@ pub struct TrialResult {
     pub snapshot_dir: String,
     pub elapsed: Duration,
     pub verdicts: Verdicts,
+    /// `run --repeat K`: every repeat's run and the outcomes seen, when this
+    /// result stands for K repeats ([`crate::repeat::merge`]).
+    pub repeats: Option<Box<crate::repeat::Repeats>>,
 }
 
 impl TrialResult {
     pub fn name(&self) -> String {
         self.id.name()
+    }
+
+    /// Whether its repeats gave more than one outcome.
+    pub fn intermittent(&self) -> bool {
+        self.repeats.as_ref().is_some_and(|r| r.intermittent())
     }
 
     /// The rule IDs this trial broke.
@@ -113,6 +121,7 @@ pub fn run_one(p: &Planned, root: &Path, opts: &RunOptions) -> TrialResult {
         snapshot_dir: p.adapter.snapshot_dir(),
         elapsed: started.elapsed(),
         verdicts,
+        repeats: None,
     }
 }
 
