@@ -296,11 +296,11 @@ with open(os.path.join(os.path.dirname(__file__), "pids"), "a") as f:
     print(os.getpid(), file=f)
 for line in sys.stdin:
     req = json.loads(line)
-    print(json.dumps({"id": req["id"], "ok": True, "protocol": "cprkit-exec/2"}), flush=True)
+    print(json.dumps({"id": req["id"], "ok": True, "protocol": "cprkit-exec/3"}), flush=True)
 "#,
     );
     assert!(
-        e.contains("speaks protocol cprkit-exec/2; this kit speaks cprkit-exec/1"),
+        e.contains("speaks protocol cprkit-exec/3; this kit accepts cprkit-exec/1, cprkit-exec/2"),
         "{e}"
     );
 }

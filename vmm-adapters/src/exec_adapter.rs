@@ -1,6 +1,8 @@
 //! The exec adapter: an adapter that is a separate program, written in any
-//! language, speaking the `cprkit-exec/1` protocol on its stdin and stdout
-//! (JSON lines; see `docs/exec-adapter-protocol.md`). `--vmm exec:PROGRAM`.
+//! language, speaking the `cprkit-exec/2` protocol (or `cprkit-exec/1`, still
+//! accepted) on its stdin and stdout (JSON lines; see
+//! `docs/exec-adapter-protocol.md`). `--vmm exec:PROGRAM`. A `/2` program may
+//! describe its handover shape and its steps in its reply to `hello`.
 //!
 //! The kit runs the program once per *session*, each a separate process in its
 //! own process group:
@@ -25,9 +27,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cprkit_harness::adapter::{
-    Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, MigrateRequest, MigrationInfo,
-    Monitor, RecordRing, Role, until,
+    Adapter, AdapterError, Channels, EventSink, GuestProbe, HandoverShape, Incoming, LaunchSpec,
+    MigrateRequest, MigrationInfo, Monitor, Outcome, Receive, RecordRing, Role, SourceEnd, until,
 };
+use cprkit_harness::steps::Step;
 use serde_json::{Map, Value, json};
 
 use crate::VmmError;
@@ -36,8 +39,14 @@ mod session;
 
 use session::{Kind, Session};
 
-/// The protocol and version this kit speaks, exchanged in `hello`.
+/// The first version of the protocol, which the kit names in `hello`'s
+/// `protocol` (so that a `/1` program that checks it runs unchanged).
 pub const PROTOCOL: &str = "cprkit-exec/1";
+/// The second version: a program's `hello` reply may carry a handover shape
+/// and its steps, and a monitor session may be asked to `receive`.
+pub const PROTOCOL_2: &str = "cprkit-exec/2";
+/// Every version the kit accepts, offered in `hello`'s `accepts`.
+pub const ACCEPTS: [&str; 2] = [PROTOCOL, PROTOCOL_2];
 /// How long the kit waits for the reply to a request (`connect`: its deadline, plus this).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest line the program may print on stdout.
@@ -61,6 +70,26 @@ pub struct ExecAdapter {
     probe: OnceLock<GuestProbe>,
     /// The VMM's version, from the first reply to `hello` or `connect` naming it.
     version: OnceLock<String>,
+    /// The handover as the program describes it, from the first reply to `hello`.
+    described: OnceLock<Described>,
+}
+
+/// What a program's reply to `hello` says of its VMM's handover (`/1`: QEMU's
+/// shape, every step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Described {
+    shape: HandoverShape,
+    /// The steps it has; `None`: every step.
+    steps: Option<Vec<Step>>,
+}
+
+impl Default for Described {
+    fn default() -> Self {
+        Described {
+            shape: HandoverShape::CPR_TRANSFER,
+            steps: None,
+        }
+    }
 }
 
 impl ExecAdapter {
@@ -87,6 +116,7 @@ impl ExecAdapter {
             timeout: REQUEST_TIMEOUT,
             probe: OnceLock::new(),
             version: OnceLock::new(),
+            described: OnceLock::new(),
         })
     }
 
@@ -111,22 +141,52 @@ impl ExecAdapter {
         let mut s = Session::spawn(self, kind, role, log, events)?;
         let reply = s.request(
             "hello",
-            json!({"protocol": PROTOCOL, "session": kind.name(), "role": role.map(Role::name)}),
+            json!({
+                "protocol": PROTOCOL,
+                "accepts": ACCEPTS,
+                "session": kind.name(),
+                "role": role.map(Role::name),
+            }),
             self.timeout,
         )?;
-        match reply.get("protocol").and_then(Value::as_str) {
-            Some(PROTOCOL) => {
-                self.note_version(&reply);
-                Ok(s)
+        let accepted = ACCEPTS.join(", ");
+        let described = match reply.get("protocol").and_then(Value::as_str) {
+            Some(PROTOCOL) => Described::default(),
+            Some(PROTOCOL_2) => parse_described(&reply).map_err(|e| {
+                AdapterError::Environment(format!("{}: bad reply to hello: {e}", s.what))
+            })?,
+            Some(other) => {
+                return Err(AdapterError::Environment(format!(
+                    "{} speaks protocol {other}; this kit accepts {accepted}",
+                    s.what
+                )));
             }
-            Some(other) => Err(AdapterError::Environment(format!(
-                "{} speaks protocol {other}; this kit speaks {PROTOCOL}",
-                s.what
-            ))),
-            None => Err(AdapterError::Environment(format!(
-                "{} answered hello without naming its protocol (this kit speaks {PROTOCOL})",
-                s.what
-            ))),
+            None => {
+                return Err(AdapterError::Environment(format!(
+                    "{} answered hello without naming its protocol (this kit accepts {accepted})",
+                    s.what
+                )));
+            }
+        };
+        self.note_version(&reply);
+        let _ = self.described.set(described);
+        Ok(s)
+    }
+
+    /// The handover as the program describes it: from the first `hello`, else
+    /// asked in a session of its own (the planner asks before any trial ran).
+    /// The trait leaves no room for an error: a program whose `hello` fails
+    /// gets the default here, and each of its trials fails on that `hello`.
+    fn described(&self) -> Described {
+        if let Some(d) = self.described.get() {
+            return d.clone();
+        }
+        match self.session(Kind::Launch, None, None, None) {
+            Ok(_) => self.described.get().cloned().unwrap_or_default(),
+            Err(e) => {
+                eprintln!("cprkit: {e}");
+                Described::default()
+            }
         }
     }
 
@@ -234,6 +294,82 @@ fn parse_probe(r: &Map<String, Value>) -> Result<GuestProbe, String> {
     })
 }
 
+/// The `shape` and `steps` of a `/2` reply to `hello`; every field optional.
+fn parse_described(r: &Map<String, Value>) -> Result<Described, String> {
+    let mut d = Described::default();
+    match r.get("shape") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(shape)) => {
+            for key in shape.keys() {
+                if !["channels", "receive", "cancel", "source_end", "outcome"]
+                    .contains(&key.as_str())
+                {
+                    return Err(format!("`shape.{key}` is not a field of a shape"));
+                }
+            }
+            let field = |k: &str, values: &[&str]| -> Result<Option<usize>, String> {
+                match shape.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(v) => v
+                        .as_str()
+                        .and_then(|s| values.iter().position(|x| *x == s))
+                        .map(Some)
+                        .ok_or_else(|| {
+                            format!(
+                                "`shape.{k}` is {v}, not one of {}",
+                                values
+                                    .iter()
+                                    .map(|x| format!("\"{x}\""))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        }),
+                }
+            };
+            let sh = &mut d.shape;
+            if let Some(i) = field("channels", &["cpr-and-main", "one"])? {
+                sh.channels = [Channels::CprAndMain, Channels::One][i];
+            }
+            if let Some(i) = field("receive", &["listening", "monitor-request"])? {
+                sh.receive = [Receive::Listening, Receive::MonitorRequest][i];
+            }
+            match shape.get("cancel") {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(b)) => sh.cancel = *b,
+                Some(v) => return Err(format!("`shape.cancel` is {v}, not true or false")),
+            }
+            if let Some(i) = field("source_end", &["postmigrate", "exit-0"])? {
+                sh.source_end = [SourceEnd::Postmigrate, SourceEnd::Exit0][i];
+            }
+            if let Some(i) = field("outcome", &["status-query", "events"])? {
+                sh.outcome = [Outcome::StatusQuery, Outcome::Events][i];
+            }
+        }
+        Some(v) => return Err(format!("`shape` is {v}, not an object")),
+    }
+    match r.get("steps") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(steps)) => {
+            let mut out = Vec::new();
+            for v in steps {
+                let step = v
+                    .as_str()
+                    .and_then(|s| Step::ALL.into_iter().find(|st| st.name() == s))
+                    .ok_or_else(|| {
+                        format!(
+                            "`steps` has {v}, not a step ({})",
+                            Step::ALL.map(Step::name).join(", ")
+                        )
+                    })?;
+                out.push(step);
+            }
+            d.steps = Some(out);
+        }
+        Some(v) => return Err(format!("`steps` is {v}, not an array of step names")),
+    }
+    Ok(d)
+}
+
 fn log_path(spec: &LaunchSpec, kind: Kind) -> PathBuf {
     spec.dir
         .join(format!("exec-{}-{}.log", spec.role.name(), kind.name()))
@@ -254,6 +390,20 @@ impl Adapter for ExecAdapter {
             .get()
             .cloned()
             .unwrap_or_else(|| "unknown".into())
+    }
+
+    /// As the program's reply to `hello` describes it (`cprkit-exec/2`);
+    /// QEMU's cpr-transfer for a `/1` program.
+    fn handover_shape(&self) -> HandoverShape {
+        self.described().shape
+    }
+
+    /// The steps a `/2` program lists in its reply to `hello`; every step otherwise.
+    fn has_step(&self, step: Step, capabilities: &[String]) -> bool {
+        let _ = capabilities;
+        self.described()
+            .steps
+            .is_none_or(|steps| steps.contains(&step))
     }
 
     fn command(&self, spec: &LaunchSpec) -> Result<Command, AdapterError> {
@@ -358,6 +508,7 @@ impl Adapter for ExecAdapter {
         Ok(Box::new(ExecMonitor {
             session: s,
             timeout: self.timeout,
+            receives: self.described().shape.receive == Receive::MonitorRequest,
         }))
     }
 }
@@ -366,6 +517,8 @@ impl Adapter for ExecAdapter {
 pub struct ExecMonitor {
     session: Session,
     timeout: Duration,
+    /// Whether the program's shape says its target receives on request.
+    receives: bool,
 }
 
 impl ExecMonitor {
@@ -395,6 +548,23 @@ impl Monitor for ExecMonitor {
             "malformed": req.malformed.map(|b| b.name()),
         });
         self.call("migrate", fields).map(drop)
+    }
+
+    /// Sent only to a program whose shape says `"receive": "monitor-request"`
+    /// (a `/1` program's never does); refused by the kit otherwise.
+    fn receive(&mut self, incoming: &Incoming) -> Result<(), AdapterError> {
+        if !self.receives {
+            return Err(AdapterError::Refused {
+                command: "receive".into(),
+                desc: "this adapter's target listens from its start (its shape's `receive` is `listening`)".into(),
+            });
+        }
+        let what = &self.session.what;
+        let fields = json!({
+            "main": path_str(what, &incoming.main)?,
+            "cpr": path_str(what, &incoming.cpr)?,
+        });
+        self.call("receive", fields).map(drop)
     }
 
     fn cancel(&mut self) -> Result<(), AdapterError> {

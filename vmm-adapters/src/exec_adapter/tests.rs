@@ -176,13 +176,15 @@ sleep 30"#
 fn hello_checks_the_version_and_launch_errors_are_environment_errors() {
     let s = Scratch::new();
     let a = s.program(
-        "v2",
-        r#"read l; echo '{"id":1,"ok":true,"protocol":"cprkit-exec/2"}'; cat >/dev/null"#,
+        "v3",
+        r#"read l; echo '{"id":1,"ok":true,"protocol":"cprkit-exec/3"}'; cat >/dev/null"#,
     );
     match a.command(&s.spec()) {
         Err(AdapterError::Environment(e)) => {
             assert!(
-                e.contains("speaks protocol cprkit-exec/2; this kit speaks cprkit-exec/1"),
+                e.contains(
+                    "speaks protocol cprkit-exec/3; this kit accepts cprkit-exec/1, cprkit-exec/2"
+                ),
                 "{e}"
             );
         }
@@ -234,4 +236,141 @@ fn programs_are_found_or_named() {
         .unwrap()
         .to_string();
     assert!(e.contains("no executable of that name on PATH"), "{e}");
+}
+
+/// Every (fault, step) point `shape` plans, as `fault@step`.
+fn planned(a: &ExecAdapter) -> Vec<String> {
+    use cprkit_harness::faults::Fault;
+    let shape = a.handover_shape();
+    Fault::all()
+        .into_iter()
+        .flat_map(|f| f.steps().iter().map(move |s| (f, *s)))
+        .filter(|(f, s)| a.has_step(*s, &[]) && shape.plans(*f, *s))
+        .map(|(f, s)| format!("{f}@{s}"))
+        .collect()
+}
+
+#[test]
+fn a_v1_program_is_offered_both_versions_and_keeps_qemus_shape() {
+    let s = Scratch::new();
+    let a = s.program(
+        "v1",
+        r#"read l; echo "$l" >>"$(dirname "$0")/seen"
+echo '{"id":1,"ok":true,"protocol":"cprkit-exec/1"}'
+read l; echo '{"id":2,"ok":true}'
+cat >/dev/null"#,
+    );
+    assert_eq!(a.handover_shape(), HandoverShape::CPR_TRANSFER);
+    assert!(Step::ALL.iter().all(|st| a.has_step(*st, &[])));
+    assert!(planned(&a).iter().any(|p| p.starts_with("cancel@")));
+    let (mut m, _) = connect(&a, &s);
+    let incoming = Incoming {
+        main: "/m".into(),
+        cpr: "/c".into(),
+    };
+    // The kit refuses it itself: the program is never sent a request it does not know.
+    match m.receive(&incoming) {
+        Err(AdapterError::Refused { command, .. }) => assert_eq!(command, "receive"),
+        other => panic!("{other:?}"),
+    }
+    let seen = std::fs::read_to_string(s.0.join("seen")).unwrap();
+    assert!(
+        seen.contains(r#""protocol":"cprkit-exec/1""#)
+            && seen.contains(r#""accepts":["cprkit-exec/1","cprkit-exec/2"]"#),
+        "{seen}"
+    );
+    assert!(!seen.contains("receive"), "{seen}");
+}
+
+#[test]
+fn a_v2_programs_shape_and_steps_are_read() {
+    let s = Scratch::new();
+    let a = s.program(
+        "v2",
+        r#"read l; echo '{"id":1,"ok":true,"protocol":"cprkit-exec/2","version":"v9","shape":{"channels":"one","cancel":false,"source_end":"exit-0","outcome":"events"},"steps":["target-listen","source-stop","cpr-save","target-init","source-finish","cleanup"]}'
+cat >/dev/null"#,
+    );
+    // Asked before any trial ran (as the planner does), in a session of its own.
+    let shape = a.handover_shape();
+    assert_eq!(
+        shape,
+        HandoverShape {
+            channels: Channels::One,
+            receive: Receive::Listening,
+            cancel: false,
+            source_end: SourceEnd::Exit0,
+            outcome: Outcome::Events,
+        }
+    );
+    assert_eq!(a.version(), "v9");
+    assert!(!a.has_step(Step::ReleaseOwner, &[]));
+    assert!(a.has_step(Step::CprSave, &[]));
+    let planned = planned(&a);
+    assert!(!planned.is_empty());
+    for p in &planned {
+        assert!(
+            !p.starts_with("cancel@")
+                && !p.starts_with("hang-target@")
+                && !p.ends_with("@main-stream")
+                && !p.ends_with("@target-resume")
+                && !p.ends_with("@release-owner"),
+            "{p} is planned: {planned:?}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_shape_value_is_an_error_naming_the_field() {
+    let s = Scratch::new();
+    let a = s.program(
+        "badshape",
+        r#"read l; echo '{"id":1,"ok":true,"protocol":"cprkit-exec/2","shape":{"channels":"three"}}'
+cat >/dev/null"#,
+    );
+    match a.command(&s.spec()) {
+        Err(AdapterError::Environment(e)) => assert!(
+            e.contains(
+                r#"bad reply to hello: `shape.channels` is "three", not one of "cpr-and-main", "one""#
+            ),
+            "{e}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // The planner still gets a shape (QEMU's), and each trial fails on the hello.
+    assert_eq!(a.handover_shape(), HandoverShape::CPR_TRANSFER);
+    let a = s.program(
+        "badstep",
+        r#"read l; echo '{"id":1,"ok":true,"protocol":"cprkit-exec/2","shape":{"cancel":"no"},"steps":["warp"]}'
+cat >/dev/null"#,
+    );
+    let e = a.command(&s.spec()).unwrap_err().to_string();
+    assert!(
+        e.contains("`shape.cancel` is \"no\", not true or false"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_v2_target_receiving_on_request_is_sent_receive() {
+    let s = Scratch::new();
+    let a = s.program(
+        "receiver",
+        r#"read l; echo '{"id":1,"ok":true,"protocol":"cprkit-exec/2","shape":{"channels":"one","receive":"monitor-request"}}'
+read l; echo '{"id":2,"ok":true}'
+read l; echo "$l" >>"$(dirname "$0")/seen"; echo '{"id":3,"ok":true}'
+cat >/dev/null"#,
+    );
+    let (mut m, _) = connect(&a, &s);
+    assert_eq!(a.handover_shape().receive, Receive::MonitorRequest);
+    let incoming = Incoming {
+        main: s.0.join("main.sock"),
+        cpr: s.0.join("cpr.sock"),
+    };
+    m.receive(&incoming).unwrap();
+    let seen = std::fs::read_to_string(s.0.join("seen")).unwrap();
+    let req: Value = serde_json::from_str(seen.trim()).unwrap();
+    assert_eq!(req["request"], "receive");
+    assert_eq!(req["id"], 3);
+    assert_eq!(req["cpr"], s.0.join("cpr.sock").to_str().unwrap());
+    assert_eq!(req["main"], s.0.join("main.sock").to_str().unwrap());
 }
