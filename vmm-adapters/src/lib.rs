@@ -2,7 +2,7 @@
 //!
 //! - `refvmm` and `refvmm:MUTANT`: the kit's reference VMM ([`refvmm_adapter`]);
 //! - `exec:PROGRAM`: an adapter that is a program of its own, speaking the
-//!   `cprkit-exec/1` protocol on its stdin and stdout ([`exec_adapter`]);
+//!   `cprkit-exec/2` protocol (or `/1`) on its stdin and stdout ([`exec_adapter`]);
 //! - `qemu` and `qemu:/path/to/qemu-system-x86_64`: QEMU 10.0 or newer, with
 //!   the kit's counting firmware as its guest ([`qemu_adapter`], [`firmware`]);
 //! - `cloud-hypervisor` and `cloud-hypervisor:PATH`: Cloud Hypervisor's local
