@@ -176,18 +176,17 @@ impl ExecAdapter {
     /// The handover as the program describes it: from the first `hello`, else
     /// asked in a session of its own (the planner asks before any trial ran).
     /// The trait leaves no room for an error: a program whose `hello` fails
-    /// gets the default here, and each of its trials fails on that `hello`.
+    /// gets the default, kept for the run (the planner asks once per trial,
+    /// and the trials must agree with it), and each of its trials fails on
+    /// its own `hello`.
     fn described(&self) -> Described {
         if let Some(d) = self.described.get() {
             return d.clone();
         }
-        match self.session(Kind::Launch, None, None, None) {
-            Ok(_) => self.described.get().cloned().unwrap_or_default(),
-            Err(e) => {
-                eprintln!("cprkit: {e}");
-                Described::default()
-            }
+        if let Err(e) = self.session(Kind::Launch, None, None, None) {
+            eprintln!("cprkit: {e}");
         }
+        self.described.get_or_init(Described::default).clone()
     }
 
     fn note_version(&self, reply: &Map<String, Value>) {
