@@ -267,8 +267,10 @@ fn the_run_directory_of_a_gone_kit_is_removed_and_a_live_ones_kept() {
     assert_eq!(run_dirs(tmp.path()), vec![live], "{all}");
 }
 
-/// An exec adapter program that writes its pid to the FIFO $CPRKIT_TEST_FIFO,
-/// then never answers, never reads its stdin (so never sees its end) and stays.
+/// An exec adapter program that writes its pid to a FIFO, then never answers,
+/// never reads its stdin again (so never sees its end) and stays. The kit's
+/// own hello before planning (to learn the handover shape, `"role":null`) it
+/// leaves at once, so the program that hangs is a trial's.
 fn hanging_adapter(dir: &Path) -> (PathBuf, Receiver<i32>) {
     let fifo = dir.join("pid.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
@@ -276,7 +278,7 @@ fn hanging_adapter(dir: &Path) -> (PathBuf, Receiver<i32>) {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\necho $$ > '{}'\nexec sleep 600\n",
+            "#!/bin/sh\nread -r hello\ncase \"$hello\" in *'\"role\":null'*) exit 0 ;; esac\necho $$ > '{}'\nexec sleep 600\n",
             fifo.display()
         ),
     )
