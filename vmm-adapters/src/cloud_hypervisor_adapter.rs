@@ -31,13 +31,13 @@
 //! `migration-finished`, `migration-failed` on the source,
 //! `migration-receive-started`, `-finished`, `-failed` on the target, read
 //! from the file Cloud Hypervisor writes them to; `STOP` is its `pausing`
-//! and `RESUME` its `resumed` (see [`to_vm_event`]).
+//! and `RESUME` its `resumed` (see [`crate::ch_events::to_vm_event`]).
 //!
 //! Runstates, from `GET /api/v1/vm.info`'s `state`: `Running` is `running`,
 //! `Paused` `paused`, `Created` `prelaunch`, `Shutdown` `shutdown`; a VMM
 //! without a VM (a target whose receive failed) is `no-vm`.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,13 +46,14 @@ use std::time::{Duration, Instant};
 
 use cprkit_harness::adapter::{
     Adapter, AdapterError, Channels, EventSink, GuestProbe, HandoverShape, Incoming, LaunchSpec,
-    MigrateRequest, MigrationInfo, Monitor, Outcome, Receive, Role, SourceEnd, VmEvent, until,
+    MigrateRequest, MigrationInfo, Monitor, Outcome, Receive, Role, SourceEnd, until,
 };
 use cprkit_harness::faults::BadRequest;
 use serde_json::{Value, json};
 
 use crate::VmmError;
 use crate::ch_api::{Answer, ApiClient};
+use crate::ch_events::{EventFile, events_path};
 use crate::pvh_guest;
 
 /// The binary looked up on PATH when neither a path nor [`ENV`] is given.
@@ -169,13 +170,6 @@ impl CloudHypervisor {
         ]);
         a
     }
-}
-
-/// Where a VMM writes its events: beside its api socket.
-pub fn events_path(spec: &LaunchSpec) -> PathBuf {
-    let mut p = spec.monitor.clone().into_os_string();
-    p.push(".events");
-    PathBuf::from(p)
 }
 
 /// Runs `binary --version` (bounded) and returns its standard output.
@@ -337,71 +331,6 @@ impl Adapter for CloudHypervisor {
         }
         Ok(Box::new(ChMonitor::new(api, spec, events)))
     }
-}
-
-/// The events read so far from a VMM's event file.
-struct EventFile {
-    path: PathBuf,
-    offset: u64,
-    pending: Vec<u8>,
-    /// The last migration status its events gave (`active`, `completed`, `failed`).
-    status: Option<String>,
-}
-
-impl EventFile {
-    /// Reads what was appended since the last read and hands each event on.
-    fn read(&mut self, sink: &EventSink) {
-        let Ok(mut f) = std::fs::File::open(&self.path) else {
-            return;
-        };
-        if f.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
-        }
-        let mut buf = Vec::new();
-        if let Ok(n) = f.read_to_end(&mut buf) {
-            self.offset += n as u64;
-            self.pending.extend_from_slice(&buf);
-        }
-        let mut stream = serde_json::Deserializer::from_slice(&self.pending).into_iter::<Value>();
-        let mut used = 0;
-        let mut events = Vec::new();
-        // An event half written stops the loop: the rest comes with the next read.
-        while let Some(Ok(v)) = stream.next() {
-            used = stream.byte_offset();
-            events.push(v);
-        }
-        self.pending.drain(..used);
-        for v in events {
-            if let Some(ev) = v["event"].as_str().and_then(to_vm_event) {
-                if let VmEvent::Migration(s) = &ev {
-                    self.status = Some(s.clone());
-                }
-                sink(ev);
-            }
-        }
-    }
-}
-
-/// The kit's event for one of Cloud Hypervisor's; `None` for those of its
-/// start-up (`starting`, `booting`, `booted`), which precede every handover.
-///
-/// `STOP` is its `pausing`, the moment it starts stopping the vCPUs, not
-/// the `paused` that follows within a fraction of a millisecond: it writes
-/// its events from a thread of its own, and a process killed while it pauses
-/// (its migration worker, by its own seccomp filter, at `snapshotting`) was
-/// seen to lose the `paused`, never the `pausing` written before it.
-pub fn to_vm_event(name: &str) -> Option<VmEvent> {
-    Some(match name {
-        "starting" | "booting" | "booted" => return None,
-        "pausing" => VmEvent::Stop,
-        "resumed" => VmEvent::Resume,
-        "migration-started" | "migration-receive-started" => VmEvent::Migration("active".into()),
-        "migration-finished" | "migration-receive-finished" => {
-            VmEvent::Migration("completed".into())
-        }
-        "migration-failed" | "migration-receive-failed" => VmEvent::Migration("failed".into()),
-        other => VmEvent::Other(other.to_string()),
-    })
 }
 
 /// A runstate in QEMU's names for a `vm.info` state.
@@ -617,6 +546,8 @@ impl Monitor for ChMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ch_events::to_vm_event;
+    use cprkit_harness::adapter::VmEvent;
     use rstest::rstest;
 
     fn spec(role: Role, dir: &Path) -> LaunchSpec {

@@ -7,10 +7,11 @@
 //!   the kit's counting firmware as its guest ([`qemu_adapter`], [`firmware`]);
 //! - `cloud-hypervisor` and `cloud-hypervisor:PATH`: Cloud Hypervisor's local
 //!   migration, with the kit's counting PVH guest
-//!   ([`cloud_hypervisor_adapter`], [`pvh_guest`], its REST client [`ch_api`]);
+//!   ([`cloud_hypervisor_adapter`], [`pvh_guest`], its REST client [`ch_api`], its event monitor [`ch_events`]);
 //! - [`qmp_monitor`]: the QMP monitor the refvmm and QEMU adapters share.
 
 pub mod ch_api;
+pub mod ch_events;
 pub mod cloud_hypervisor_adapter;
 pub mod exec_adapter;
 pub mod firmware;
