@@ -35,7 +35,7 @@
 //! 5,000 in the kit's 20 ms cut-over watch, plenty to see the guest move) and
 //! wraps after hours, far beyond any trial.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// The size of the image (QEMU maps it just under 4 GiB).
@@ -75,17 +75,7 @@ pub fn image() -> Vec<u8> {
 /// content is reused) and returns its path. The file appears whole or not at
 /// all (written aside, then renamed).
 pub fn write_into(dir: &Path) -> io::Result<PathBuf> {
-    let path = dir.join(FILE_NAME);
-    let img = image();
-    if std::fs::read(&path).is_ok_and(|have| have == img) {
-        return Ok(path);
-    }
-    let tmp = dir.join(format!("{FILE_NAME}.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&img)?;
-    drop(f);
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
+    crate::guest_file::write_image(dir, FILE_NAME, &image())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod ch_events;
 pub mod cloud_hypervisor_adapter;
 pub mod exec_adapter;
 pub mod firmware;
+pub mod guest_file;
 pub mod pvh_guest;
 pub mod qemu_adapter;
 pub mod qmp_monitor;

@@ -30,7 +30,7 @@
 //! counter that wraps between two readings looks like memory going back
 //! (MEM-1); the delay keeps it far from wrapping within a trial.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Guest physical address of the counter (and its offset in the RAM memfd).
@@ -138,19 +138,7 @@ pub fn image() -> Vec<u8> {
 /// Writes the image into `dir` (reused when already there with the right
 /// content) and returns its path; it appears whole or not at all.
 pub fn write_into(dir: &Path) -> io::Result<PathBuf> {
-    let path = dir.join(FILE_NAME);
-    let img = image();
-    if std::fs::read(&path).is_ok_and(|have| have == img) {
-        return Ok(path);
-    }
-    let tmp = dir.join(format!(".{FILE_NAME}.{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&img)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
+    crate::guest_file::write_image(dir, FILE_NAME, &image())
 }
 
 #[cfg(test)]
