@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use cprkit_adapters::{RefVmm, adapter_for};
 use cprkit_harness::adapter::Adapter;
-use cprkit_harness::leaks::{FdCensus, Leaks};
+use cprkit_harness::leaks::{Census, Leaks};
 use cprkit_harness::trialdir::RunRoot;
 use cprkit_suite::runner::{Planned, RunOptions, Verdicts, plan, run_one};
 use cprkit_suite::{cases_dir, load_dir, vmm_snapshots_dir};
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
         Ok(ch) => adapters.push(ch),
         Err(e) => eprintln!("Cloud Hypervisor trials not run: {e}"),
     }
-    let before = FdCensus::take();
+    let before = Census::take();
     let root = Arc::new(RunRoot::new().expect("a run directory in the temp dir"));
     let trials: Vec<Trial> = plan(&adapters, &cases, None)
         .into_iter()

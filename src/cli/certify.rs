@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cprkit_harness::leaks::FdCensus;
+use cprkit_harness::leaks::Census;
 use cprkit_report::{Host, LeakCheck, Report, Vmm, write_bundle};
 use cprkit_suite::Profile;
 use cprkit_suite::runner::{RunOptions, Verdicts, plan};
@@ -38,7 +38,7 @@ pub fn run(vmm: &str, profile: Profile, out: &Path, jobs: usize, keep: bool) -> 
         cases.len(),
         planned.len()
     );
-    let before = FdCensus::take();
+    let before = Census::take();
     let root = RunDir::new()?;
     let trials = run_with_progress(&planned, jobs, root.path(), &RunOptions { keep });
     let leaks = trials.leaks(&before, root.path());

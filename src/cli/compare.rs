@@ -18,7 +18,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use cprkit_adapters::VmmError;
 use cprkit_harness::adapter::Adapter;
-use cprkit_harness::leaks::FdCensus;
+use cprkit_harness::leaks::Census;
 use cprkit_report::compare::{self, Side};
 use cprkit_suite::runner::{RunOptions, plan};
 
@@ -96,7 +96,7 @@ pub fn run(a: &str, b: &str, case: Option<&str>, jobs: usize, format: Format) ->
             sizes.push(mine.len());
             planned.extend(mine);
         }
-        let before = FdCensus::take();
+        let before = Census::take();
         let root = RunDir::new()?;
         let trials = run_with_progress(&planned, jobs, root.path(), &RunOptions::default());
         let leaks = trials.leaks(&before, root.path());

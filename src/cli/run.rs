@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use cprkit_harness::leaks::{FdCensus, Leaks};
+use cprkit_harness::leaks::{Census, Leaks};
 use cprkit_report::{Host, LeakCheck, Report, Vmm};
 use cprkit_suite::known::KnownByVmm;
 use cprkit_suite::repeat;
@@ -77,7 +77,7 @@ pub fn run(select: &Select, o: &Options) -> Result<ExitCode> {
         .iter()
         .flat_map(|p| std::iter::repeat_n(p.clone(), repeat))
         .collect();
-    let before = FdCensus::take();
+    let before = Census::take();
     let root = RunDir::new()?;
     let trials = run_with_progress(&runs, jobs, root.path(), &RunOptions { keep });
     let leaks = trials.leaks(&before, root.path());
@@ -195,7 +195,7 @@ pub struct Trials {
 impl Trials {
     /// What the run left behind, compared with `before`; not checked when
     /// trials were abandoned in flight (they are still tearing down).
-    pub fn leaks(&self, before: &FdCensus, root: &Path) -> Option<Leaks> {
+    pub fn leaks(&self, before: &Census, root: &Path) -> Option<Leaks> {
         match self.stopped {
             Some(s) if s.abandoned > 0 => None,
             _ => Some(Leaks::check(before, Some(root))),

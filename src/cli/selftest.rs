@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use cprkit_adapters::RefVmm;
 use cprkit_adapters::refvmm_adapter::MUTANT_EXPECTATIONS;
-use cprkit_harness::leaks::FdCensus;
+use cprkit_harness::leaks::Census;
 use cprkit_harness::rules::RULES;
 use cprkit_suite::runner::{RunOptions, Verdicts, plan};
 
@@ -20,7 +20,7 @@ pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
     let names = RefVmm::family();
     let cases = load_cases()?;
     let planned = plan(&adapters(&names)?, &cases, case);
-    let before = FdCensus::take();
+    let before = Census::take();
     let root = RunDir::new()?;
     let trials = run_with_progress(&planned, jobs, root.path(), &RunOptions::default());
     let leaks = trials.leaks(&before, root.path());
