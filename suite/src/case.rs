@@ -214,7 +214,7 @@ impl Case {
                 Some(why) => Err(why),
                 None => Ok(()),
             },
-            Profile::VhostKernel => crate::profile::kernel_vhost_device().map(|_| ()),
+            Profile::VhostKernel => Err(crate::profile::vhost_kernel_not_built()),
         }
     }
 }
@@ -385,5 +385,22 @@ mod tests {
         assert_eq!(src.line(2), 2);
         assert_eq!(src.line(5), 3);
         assert_eq!(src.line(99), 3);
+    }
+
+    /// A vhost-kernel case is not run because the kit cannot run it yet, on
+    /// any host, and says so; a memory case runs.
+    #[test]
+    fn a_vhost_kernel_case_says_not_built_yet() {
+        let case = |profile: &str| {
+            Case::parse(
+                Path::new("cases/x.toml"),
+                &format!("profile = \"{profile}\"\nguest = \"running\"\npoints = [\"no-fault\"]\n"),
+            )
+            .unwrap()
+        };
+        let why = case("vhost-kernel").runnable().unwrap_err();
+        assert!(why.contains("not built yet"), "{why}");
+        assert!(!why.contains("on this host"), "{why}");
+        assert_eq!(case("memory").runnable(), Ok(()));
     }
 }
