@@ -3,21 +3,30 @@
 //! each compared with its reviewed insta snapshot under snapshots/<vmm>/.
 //!
 //! The VMMs are refvmm and each of its mutants (the mutants' snapshots record
-//! which rules catch them, so a checker that goes blind fails here), and QEMU
-//! where it is installed (its snapshots record its known violations as
-//! failed rules; required under CI), and Cloud Hypervisor where it is there
-//! (`$CPRKIT_CLOUD_HYPERVISOR` or PATH; never required). After the last trial
-//! the runner checks that nothing was left behind.
+//! which rules catch them, so a checker that goes blind fails here), QEMU
+//! (its snapshots record its known violations as failed rules) and Cloud
+//! Hypervisor (`$CPRKIT_CLOUD_HYPERVISOR` or PATH). Whether QEMU,
+//! qemu-storage-daemon and Cloud Hypervisor are required is decided by
+//! `cprkit_adapters::requirements` (`CPRKIT_REQUIRE`, `CI`): one that is
+//! required and absent stops the runner (exit status 2, naming it and how to
+//! install it); one that is optional and absent leaves the trials that need
+//! it planned and ignored, with the reason, counted in the summary.
+//!
+//! The trial `snapshots-match-the-plan` fails when a snapshot file under
+//! snapshots/ belongs to no planned trial. After the last trial the runner
+//! checks that nothing was left behind.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use cprkit_adapters::requirements::{Part, Policy};
 use cprkit_adapters::{RefVmm, adapter_for};
 use cprkit_harness::adapter::Adapter;
 use cprkit_harness::leaks::{Census, Leaks};
 use cprkit_harness::trialdir::RunRoot;
 use cprkit_suite::runner::{Planned, RunOptions, Verdicts, plan, run_one};
-use cprkit_suite::{cases_dir, load_dir, vmm_snapshots_dir};
+use cprkit_suite::snapshot_files::{snapshot_name, stray_snapshots};
+use cprkit_suite::{Profile, cases_dir, load_dir, snapshots_dir, vmm_snapshots_dir};
 use cprkit_test_support::HOST_ENV;
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -59,8 +68,7 @@ fn check(p: &Planned, root: &std::path::Path) -> Result<(), Failed> {
     let result = run_one(p, root, &RunOptions::default());
     match result.verdicts {
         Verdicts::Judged { outcome, .. } => {
-            let name = format!("{}__{}", p.id.case, cprkit_suite::point_name(p.id.point))
-                .replace(':', "-");
+            let name = snapshot_name(&p.id);
             let mut settings = insta::Settings::clone_current();
             settings.set_snapshot_path(vmm_snapshots_dir(&p.adapter.snapshot_dir()));
             settings.set_prepend_module_to_snapshot(false);
@@ -104,27 +112,46 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // QEMU where it is installed (required under CI, where .ci/run installs it).
-    match adapter_for("qemu") {
-        Ok(q) => adapters.push(q),
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            eprintln!("error: QEMU is required under CI: {e}");
+    // QEMU and Cloud Hypervisor: planned whether here or not; required or
+    // optional as `requirements` decides.
+    let policy = match Policy::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
-        Err(e) => eprintln!("QEMU trials not run: {e}"),
+    };
+    for vmm in ["qemu", "cloud-hypervisor"] {
+        match policy.adapter_or_absent(vmm) {
+            Ok(a) => {
+                if let Some(why) = a.not_runnable(false, &[]) {
+                    eprintln!("{vmm} trials not run: {why}");
+                }
+                adapters.push(a);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
     }
-    // Cloud Hypervisor where it is there ($CPRKIT_CLOUD_HYPERVISOR, or on
-    // PATH); never required (CI has none): elsewhere its trials are not run,
-    // and say why.
-    match adapter_for("cloud-hypervisor") {
-        Ok(ch) => adapters.push(ch),
-        Err(e) => eprintln!("Cloud Hypervisor trials not run: {e}"),
-    }
-    let before = Census::take();
-    let root = Arc::new(RunRoot::new().expect("a run directory in the temp dir"));
-    let trials: Vec<Trial> = plan(&adapters, &cases, None)
+    let planned: Vec<Planned> = plan(&adapters, &cases, None)
         .into_iter()
         .filter(kept)
+        .collect();
+    // The parts the cases need (qemu-storage-daemon, a kernel vhost device).
+    let parts = cases
+        .iter()
+        .flat_map(|c| Part::of_case(c.device_backend, c.profile == Profile::VhostKernel));
+    if let Err(e) = policy.check(parts) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let stray = stray_snapshots(&snapshots_dir(), &planned);
+    let before = Census::take();
+    let root = Arc::new(RunRoot::new().expect("a run directory in the temp dir"));
+    let mut trials: Vec<Trial> = planned
+        .into_iter()
         .map(|p| {
             let root = Arc::clone(&root);
             let ignored = p.runnable().err();
@@ -138,6 +165,18 @@ fn main() -> ExitCode {
             }
         })
         .collect();
+    trials.push(Trial::test("snapshots-match-the-plan", move || {
+        if stray.is_empty() {
+            return Ok(());
+        }
+        let files: Vec<String> = stray.iter().map(|f| f.display().to_string()).collect();
+        Err(format!(
+            "{} snapshot file(s) belong to no planned trial (a deleted case, point or VMM?): remove them:\n{}",
+            files.len(),
+            files.join("\n")
+        )
+        .into())
+    }));
     let listing = args.list;
     let conclusion = libtest_mimic::run(&args, trials);
     if listing {

@@ -41,6 +41,7 @@ mod locations;
 mod profile;
 pub mod repeat;
 pub mod runner;
+pub mod snapshot_files;
 mod trial_id;
 
 pub use case::{Case, DEFAULT_SETTLE_MS, SETTLE_MS_RANGE};

@@ -36,8 +36,7 @@ impl fmt::Display for Profile {
     }
 }
 
-/// The kernel vhost devices the `vhost-kernel` profile is for.
-pub const KERNEL_VHOST_DEVICES: [&str; 2] = ["/dev/vhost-net", "/dev/vhost-vsock"];
+use cprkit_harness::device::KERNEL_VHOST_DEVICES;
 
 /// Why no trial of the `vhost-kernel` profile runs, on any host: the kit
 /// cannot run them yet (no adapter attaches a kernel vhost device, and the kit

@@ -97,6 +97,8 @@ pub struct CloudHypervisor {
     name: String,
     binary: PathBuf,
     version: String,
+    /// Why Cloud Hypervisor is not here, for [`CloudHypervisor::absent`].
+    absent: Option<String>,
 }
 
 impl CloudHypervisor {
@@ -135,7 +137,20 @@ impl CloudHypervisor {
             name,
             binary: path,
             version,
+            absent: None,
         })
+    }
+
+    /// Cloud Hypervisor where it is not there (`why`): plans its trials (its
+    /// handover shape, its snapshot directory) and runs none of them, each
+    /// "not run" with `why` (see [`crate::requirements`]).
+    pub fn absent(why: String) -> Self {
+        CloudHypervisor {
+            name: "cloud-hypervisor".into(),
+            binary: PathBuf::from(DEFAULT_BINARY),
+            version: "(not installed)".into(),
+            absent: Some(why),
+        }
     }
 
     /// The binary the kit starts.
@@ -239,6 +254,9 @@ impl Adapter for CloudHypervisor {
     }
 
     fn not_runnable(&self, device: bool, capabilities: &[String]) -> Option<String> {
+        if let Some(why) = &self.absent {
+            return Some(why.clone());
+        }
         if device {
             return Some(
                 "the Cloud Hypervisor adapter does not attach the kit's vhost-user device".into(),
@@ -254,6 +272,9 @@ impl Adapter for CloudHypervisor {
     }
 
     fn command(&self, spec: &LaunchSpec) -> Result<Command, AdapterError> {
+        if let Some(why) = &self.absent {
+            return Err(AdapterError::Environment(why.clone()));
+        }
         if spec.vhost_user_blk.is_some() {
             return Err(AdapterError::Environment(
                 "the Cloud Hypervisor adapter does not attach the kit's vhost-user device".into(),

@@ -8,7 +8,8 @@
 //! - `cloud-hypervisor` and `cloud-hypervisor:PATH`: Cloud Hypervisor's local
 //!   migration, with the kit's counting PVH guest
 //!   ([`cloud_hypervisor_adapter`], [`pvh_guest`], its REST client [`ch_api`], its event monitor [`ch_events`]);
-//! - [`qmp_monitor`]: the QMP monitor the refvmm and QEMU adapters share.
+//! - [`qmp_monitor`]: the QMP monitor the refvmm and QEMU adapters share;
+//! - [`requirements`]: which external parts (QEMU, qemu-storage-daemon, ...) a run needs, and whether each is required.
 
 pub mod ch_api;
 pub mod ch_events;
@@ -20,6 +21,7 @@ pub mod pvh_guest;
 pub mod qemu_adapter;
 pub mod qmp_monitor;
 pub mod refvmm_adapter;
+pub mod requirements;
 
 use std::sync::Arc;
 

@@ -197,6 +197,8 @@ pub struct Qemu {
     version: QemuVersion,
     /// The rest of the version line (`(Debian 1:10.0.2+ds-...)`), maybe empty.
     package: String,
+    /// Why QEMU is not here, for [`Qemu::absent`].
+    absent: Option<String>,
 }
 
 impl Qemu {
@@ -223,7 +225,25 @@ impl Qemu {
             binary: path,
             version,
             package,
+            absent: None,
         })
+    }
+
+    /// QEMU where it is not installed (`why`): plans QEMU's trials (its
+    /// steps, its snapshot directory) and runs none of them, each "not run"
+    /// with `why` (see [`crate::requirements`]).
+    pub fn absent(why: String) -> Self {
+        Qemu {
+            name: "qemu".into(),
+            binary: PathBuf::from(DEFAULT_BINARY),
+            version: QemuVersion {
+                major: 0,
+                minor: 0,
+                micro: 0,
+            },
+            package: String::new(),
+            absent: Some(why),
+        }
     }
 
     /// The binary the kit starts.
@@ -313,7 +333,9 @@ impl Adapter for Qemu {
     }
 
     fn version(&self) -> String {
-        if self.package.is_empty() {
+        if self.absent.is_some() {
+            "QEMU (not installed)".into()
+        } else if self.package.is_empty() {
             format!("QEMU {}", self.version)
         } else {
             format!("QEMU {} {}", self.version, self.package)
@@ -332,7 +354,15 @@ impl Adapter for Qemu {
         "qemu".into()
     }
 
+    fn not_runnable(&self, device: bool, capabilities: &[String]) -> Option<String> {
+        let _ = (device, capabilities);
+        self.absent.clone()
+    }
+
     fn command(&self, spec: &LaunchSpec) -> Result<Command, AdapterError> {
+        if let Some(why) = &self.absent {
+            return Err(AdapterError::Environment(why.clone()));
+        }
         let bios = firmware::write_into(&spec.dir).map_err(|e| {
             AdapterError::Environment(format!(
                 "cannot write the guest firmware into {}: {e}",

@@ -74,6 +74,9 @@ impl Backend {
     }
 }
 
+/// The kernel vhost devices of the `vhost-kernel` profile, in the order tried.
+pub const KERNEL_VHOST_DEVICES: [&str; 2] = ["/dev/vhost-net", "/dev/vhost-vsock"];
+
 /// The program of [`Backend::QemuStorageDaemon`].
 const QSD: &str = "qemu-storage-daemon";
 
