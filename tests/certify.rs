@@ -11,7 +11,8 @@ use std::process::Output;
 use serde_json::Value;
 
 mod support;
-use support::{cprkit, qemu_installed, text};
+use cprkit_adapters::requirements::Part;
+use support::{cprkit, text};
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -79,7 +80,6 @@ fn list(args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn the_correct_refvmm_is_certified_and_the_bundle_is_complete() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bundle");
@@ -145,7 +145,6 @@ fn the_correct_refvmm_is_certified_and_the_bundle_is_complete() {
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
 }
 
-#[test]
 fn a_mutant_is_not_certified_even_with_its_violations_known() {
     // A known-violations file that expects every ORD-1 of the mutant: `run`
     // accepts them, certification does not.
@@ -219,7 +218,6 @@ fn a_mutant_is_not_certified_even_with_its_violations_known() {
     assert_eq!(no_fault.2.as_deref(), Some("broke ORD-1"));
 }
 
-#[test]
 fn a_profile_without_a_case_is_not_certified() {
     let cases = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -249,7 +247,6 @@ fn a_profile_without_a_case_is_not_certified() {
     assert!(cases[0].2.is_some(), "{cases:?}");
 }
 
-#[test]
 fn a_trial_not_run_fails_the_certification_with_its_reason() {
     let cases = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -284,7 +281,6 @@ fn a_trial_not_run_fails_the_certification_with_its_reason() {
     );
 }
 
-#[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let o = certify("refvmm", "vhost", &dir.path().join("b"), &[]);
@@ -302,7 +298,6 @@ fn usage_errors_exit_2() {
     assert!(text(&o).contains("is not a partition"), "{}", text(&o));
 }
 
-#[test]
 fn run_prints_json_and_junit() {
     let o = cprkit(&["run", "--case", "memory-paused", "--format", "json"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -333,7 +328,6 @@ fn run_prints_json_and_junit() {
     assert_eq!(cases[0].2.as_deref(), Some("broke ORD-1"));
 }
 
-#[test]
 fn a_known_violation_not_seen_fails_the_junit_and_the_json() {
     let snaps = tempfile::tempdir().unwrap();
     let d = snaps.path().join("refvmm");
@@ -368,7 +362,6 @@ fn a_known_violation_not_seen_fails_the_junit_and_the_json() {
     assert_eq!(json["reconcile"]["vmms"][0]["unseen"][0]["line"], 1);
 }
 
-#[test]
 fn partitions_cover_every_trial_exactly_once() {
     let all = list(&["--vmm", "refvmm", "--vmm", "refvmm:copy-ram"]);
     let one = list(&[
@@ -424,7 +417,6 @@ fn partitions_cover_every_trial_exactly_once() {
     );
 }
 
-#[test]
 fn the_schema_names_every_rule_and_figure() {
     let schema = schema();
     jsonschema::meta::validate(&schema).expect("the schema is a valid draft 2020-12 schema");
@@ -467,11 +459,7 @@ fn the_schema_names_every_rule_and_figure() {
     );
 }
 
-#[test]
 fn stock_qemu_is_not_certified_and_the_report_names_ord1_with_its_evidence() {
-    if !qemu_installed() {
-        return;
-    }
     let out = tempfile::tempdir().unwrap();
     let bundle = out.path().join("bundle");
     let o = certify("qemu", "memory", &bundle, &[]);
@@ -491,7 +479,6 @@ fn stock_qemu_is_not_certified_and_the_report_names_ord1_with_its_evidence() {
     assert_valid(&report);
 }
 
-#[test]
 fn a_vhost_user_certification_judges_the_device_rules() {
     let cases = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -529,4 +516,59 @@ fn a_vhost_user_certification_judges_the_device_rules() {
         md.contains("still ran when the first fd crossed"),
         "the evidence, as observed: {md}"
     );
+}
+
+fn main() -> std::process::ExitCode {
+    support::run_tests(
+        &[
+            (
+                "the_correct_refvmm_is_certified_and_the_bundle_is_complete",
+                None,
+                the_correct_refvmm_is_certified_and_the_bundle_is_complete,
+            ),
+            (
+                "a_mutant_is_not_certified_even_with_its_violations_known",
+                None,
+                a_mutant_is_not_certified_even_with_its_violations_known,
+            ),
+            (
+                "a_profile_without_a_case_is_not_certified",
+                None,
+                a_profile_without_a_case_is_not_certified,
+            ),
+            (
+                "a_trial_not_run_fails_the_certification_with_its_reason",
+                None,
+                a_trial_not_run_fails_the_certification_with_its_reason,
+            ),
+            ("usage_errors_exit_2", None, usage_errors_exit_2),
+            ("run_prints_json_and_junit", None, run_prints_json_and_junit),
+            (
+                "a_known_violation_not_seen_fails_the_junit_and_the_json",
+                None,
+                a_known_violation_not_seen_fails_the_junit_and_the_json,
+            ),
+            (
+                "partitions_cover_every_trial_exactly_once",
+                None,
+                partitions_cover_every_trial_exactly_once,
+            ),
+            (
+                "the_schema_names_every_rule_and_figure",
+                None,
+                the_schema_names_every_rule_and_figure,
+            ),
+            (
+                "stock_qemu_is_not_certified_and_the_report_names_ord1_with_its_evidence",
+                Some(Part::Qemu),
+                stock_qemu_is_not_certified_and_the_report_names_ord1_with_its_evidence,
+            ),
+            (
+                "a_vhost_user_certification_judges_the_device_rules",
+                Some(Part::QemuStorageDaemon),
+                a_vhost_user_certification_judges_the_device_rules,
+            ),
+        ],
+        &[],
+    )
 }

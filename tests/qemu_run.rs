@@ -1,13 +1,15 @@
 //! The kit on stock QEMU (10.0.2 here and in CI): its known violations are all
 //! reproduced by a run, nothing else breaks, and without the list each rule is
-//! named. Needs qemu-system-x86_64 10.0 or newer: skipped with a message where
-//! it is missing, a failure under CI (`CI=true`), where .ci/run installs it.
+//! named. Needs qemu-system-x86_64 10.0 or newer: ignored, with the reason,
+//! where it is missing; a failure naming it where it is required
+//! (`CPRKIT_REQUIRE=qemu`, as .ci/run sets, or `CI=true`).
 
 mod support;
 
 use std::path::Path;
 
-use support::{qemu_installed, text};
+use cprkit_adapters::requirements::Part;
+use support::text;
 
 /// `cprkit` with `args`, its snapshots directory replaced when given: (exit status, output).
 fn run(args: &[&str], snapshots: Option<&Path>) -> (Option<i32>, String) {
@@ -19,11 +21,7 @@ fn run(args: &[&str], snapshots: Option<&Path>) -> (Option<i32>, String) {
     (o.status.code(), text(&o))
 }
 
-#[test]
 fn every_known_violation_of_qemu_is_seen_and_nothing_else_breaks() {
-    if !qemu_installed() {
-        return;
-    }
     let (code, out) = run(&["run", "--vmm", "qemu"], None);
     assert_eq!(code, Some(0), "{out}");
     for rule in [
@@ -41,11 +39,7 @@ fn every_known_violation_of_qemu_is_seen_and_nothing_else_breaks() {
     );
 }
 
-#[test]
 fn without_its_list_each_violated_rule_is_named() {
-    if !qemu_installed() {
-        return;
-    }
     let empty = tempfile::tempdir().unwrap();
     let (code, out) = run(&["run", "--vmm", "qemu"], Some(empty.path()));
     assert_eq!(code, Some(1), "{out}");
@@ -81,11 +75,7 @@ fn without_its_list_each_violated_rule_is_named() {
     }
 }
 
-#[test]
 fn explain_shows_qemus_fds_crossing_before_its_stop() {
-    if !qemu_installed() {
-        return;
-    }
     let (code, out) = run(&["explain", "qemu::memory-running/no-fault"], None);
     assert_eq!(code, Some(1), "ORD-1 is broken:\n{out}");
     let cut = out.find("hold cpr-save").expect("the cut-over hold");
@@ -104,11 +94,7 @@ fn summary(out: &str) -> String {
         .to_string()
 }
 
-#[test]
 fn qemu_named_by_its_path_is_judged_by_the_same_list() {
-    if !qemu_installed() {
-        return;
-    }
     let path = String::from_utf8(
         std::process::Command::new("sh")
             .args(["-c", "command -v qemu-system-x86_64"])
@@ -129,11 +115,7 @@ fn qemu_named_by_its_path_is_judged_by_the_same_list() {
     );
 }
 
-#[test]
 fn another_build_of_the_same_version_does_not_inherit_the_list_unless_given_it() {
-    if !qemu_installed() {
-        return;
-    }
     // The same binary, describing itself as a build from source would
     // (no Debian package): to the kit, another build of 10.0.2.
     let dir = tempfile::tempdir().unwrap();
@@ -167,4 +149,37 @@ fn another_build_of_the_same_version_does_not_inherit_the_list_unless_given_it()
         out.contains(&format!("known ORD-1 {vmm}::memory-running/no-fault")),
         "{out}"
     );
+}
+
+fn main() -> std::process::ExitCode {
+    support::run_tests(
+        &[
+            (
+                "every_known_violation_of_qemu_is_seen_and_nothing_else_breaks",
+                Some(Part::Qemu),
+                every_known_violation_of_qemu_is_seen_and_nothing_else_breaks,
+            ),
+            (
+                "without_its_list_each_violated_rule_is_named",
+                Some(Part::Qemu),
+                without_its_list_each_violated_rule_is_named,
+            ),
+            (
+                "explain_shows_qemus_fds_crossing_before_its_stop",
+                Some(Part::Qemu),
+                explain_shows_qemus_fds_crossing_before_its_stop,
+            ),
+            (
+                "qemu_named_by_its_path_is_judged_by_the_same_list",
+                Some(Part::Qemu),
+                qemu_named_by_its_path_is_judged_by_the_same_list,
+            ),
+            (
+                "another_build_of_the_same_version_does_not_inherit_the_list_unless_given_it",
+                Some(Part::Qemu),
+                another_build_of_the_same_version_does_not_inherit_the_list_unless_given_it,
+            ),
+        ],
+        &[],
+    )
 }

@@ -4,7 +4,11 @@
 //!   fd of this process open (which would make running it fail with ETXTBSY);
 //! - [`HOST_ENV`]: the variable that points the kit at a program hosting its
 //!   helpers (refvmm, the device daemon), so that a test runs the helpers of
-//!   the build under test and never a stale binary left beside it.
+//!   the build under test and never a stale binary left beside it;
+//! - [`trial`]: a test that needs an external part (QEMU, Cloud Hypervisor)
+//!   as a libtest-mimic trial: run where the part is here, ignored with the
+//!   reason where it is optional and absent, failed where it is required and
+//!   absent; never an `ok` that tested nothing.
 
 use std::io::Write;
 use std::path::Path;
@@ -40,6 +44,37 @@ pub fn write_script(path: &Path, text: &str) {
     );
 }
 
+/// What becomes of a test whose external part is absent (what
+/// `cprkit_adapters::requirements` decided).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Absent {
+    /// Optional: the test is ignored, with this reason.
+    Ignored(String),
+    /// Required: the test fails with this error (the part, how to install it).
+    Required(String),
+}
+
+/// The libtest-mimic trial of the test `name`: `test` runs (a panic fails
+/// it) unless `absent` says the part it needs is absent. Ignored, it shows
+/// its reason as its kind (`[not run: ...] name ... ignored`) and fails if
+/// run anyway (`--include-ignored`): it cannot run, and passes nothing.
+pub fn trial(name: &str, absent: Option<&Absent>, test: fn()) -> libtest_mimic::Trial {
+    use libtest_mimic::Trial;
+    match absent.cloned() {
+        None => Trial::test(name, move || {
+            test();
+            Ok(())
+        }),
+        Some(Absent::Ignored(why)) => {
+            let kind = format!("not run: {why}");
+            Trial::test(name, move || Err(format!("not run: {why}").into()))
+                .with_ignored_flag(true)
+                .with_kind(kind)
+        }
+        Some(Absent::Required(e)) => Trial::test(name, move || Err(e.into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +88,23 @@ mod tests {
         let out = Command::new(&path).arg("there").output().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello there\n");
+    }
+
+    fn passes() {}
+
+    #[test]
+    fn an_absent_part_ignores_or_fails_the_trial_and_never_passes_it() {
+        let here = trial("t", None, passes);
+        assert!(!here.has_ignored_flag());
+        let why = Absent::Ignored("QEMU not found".into());
+        let ignored = trial("t", Some(&why), passes);
+        assert!(ignored.has_ignored_flag());
+        assert_eq!(ignored.kind(), "not run: QEMU not found");
+        let required = trial(
+            "t",
+            Some(&Absent::Required("QEMU is required".into())),
+            passes,
+        );
+        assert!(!required.has_ignored_flag());
     }
 }

@@ -1,11 +1,17 @@
 //! What the integration tests share: running the real `cprkit` binary (with
-//! the refvmm and device daemon it hosts), its output as one text, and whether QEMU 10.0+
-//! is installed (required under CI), and Cloud Hypervisor (never required).
+//! the refvmm and device daemon it hosts), its output as one text, and
+//! running a file's tests as libtest-mimic trials, those that need QEMU or
+//! Cloud Hypervisor ignored with the reason where it is optional and absent
+//! and failed where it is required (`cprkit_adapters::requirements`).
 
 #![allow(dead_code)] // each test binary uses its own part
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, ExitCode, Output};
+
+use cprkit_adapters::requirements::{Availability, Part, Policy};
+use cprkit_test_support::{Absent, trial};
 
 /// Runs `cprkit` with `args` and extra environment variables.
 pub fn cprkit(args: &[&str], env: &[(&str, &Path)]) -> Output {
@@ -25,23 +31,6 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// Whether QEMU 10.0 or newer is installed; under CI (`CI=true`) it must be.
-pub fn qemu_installed() -> bool {
-    let found = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("QEMU emulator version 1"));
-    if !found {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "QEMU 10.0+ is required under CI"
-        );
-        eprintln!("SKIPPED: QEMU 10.0 or newer not found (see README: bookworm-backports)");
-    }
-    found
 }
 
 /// Checks `doc` against the JSON Schema `docs/NAME` (draft 2020-12), naming
@@ -65,21 +54,37 @@ pub fn assert_matches_schema(doc: &serde_json::Value, name: &str) {
     );
 }
 
-/// Whether Cloud Hypervisor is there for `--vmm cloud-hypervisor`: the binary
-/// `$CPRKIT_CLOUD_HYPERVISOR` names, else `cloud-hypervisor` on PATH. Never
-/// required (CI has none): a test without it prints why it is skipped.
-pub fn cloud_hypervisor_installed() -> bool {
-    let binary = std::env::var_os("CPRKIT_CLOUD_HYPERVISOR")
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "cloud-hypervisor".into());
-    let found = Command::new(&binary)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("cloud-hypervisor v"));
-    if !found {
-        eprintln!(
-            "SKIPPED: Cloud Hypervisor not found (set CPRKIT_CLOUD_HYPERVISOR to its binary, or put cloud-hypervisor on PATH)"
-        );
+/// A test of a file run by [`run_tests`]: its name, the external part it
+/// needs (if any), the test (a panic fails it).
+pub type Test = (&'static str, Option<Part>, fn());
+
+/// What becomes here of a test that needs `part`, as
+/// `cprkit_adapters::requirements` decides: `None` when the part is here.
+pub fn absent(part: Part) -> Option<Absent> {
+    let policy = Policy::from_env().unwrap_or_else(|e| panic!("{e}"));
+    match policy.availability(part) {
+        Availability::Present => None,
+        Availability::Optional(why) => Some(Absent::Ignored(why)),
+        Availability::Missing(e) => Some(Absent::Required(e)),
     }
-    found
+}
+
+/// Runs `tests` as libtest-mimic trials (the main of a `harness = false`
+/// test file): one that needs a part that is absent is ignored with the
+/// reason where the part is optional, failed where it is required. `also`
+/// overrides that for a test that cannot run for a reason of its own.
+pub fn run_tests(tests: &[Test], also: &[(&str, Absent)]) -> ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let mut judged: BTreeMap<Part, Option<Absent>> = BTreeMap::new();
+    let trials = tests
+        .iter()
+        .map(|(name, part, test)| {
+            let mut why = part.and_then(|p| judged.entry(p).or_insert_with(|| absent(p)).clone());
+            if why.is_none() {
+                why = also.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone());
+            }
+            trial(name, why.as_ref(), *test)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
 }

@@ -1,34 +1,25 @@
 //! The QEMU adapter against the real QEMU, where one is installed (10.0 or
 //! newer): the firmware boots under TCG and its counter rises in the RAM memfd;
 //! a bare cpr-transfer handover reaches a running target; private RAM is
-//! refused for CPR. Each test is skipped, with the reason printed, when
-//! `qemu-system-x86_64` is missing or too old; under CI (`CI=true`) that is a
-//! failure instead.
+//! refused for CPR. Where `qemu-system-x86_64` is missing or too old, each
+//! test is ignored with the reason, or fails naming QEMU where it is required
+//! (`CPRKIT_REQUIRE=qemu`, or `CI=true`: `cprkit_adapters::requirements`).
 
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use cprkit_adapters::{Qemu, VmmError};
+use cprkit_adapters::Qemu;
+use cprkit_adapters::requirements::{Availability, Part, Policy};
 use cprkit_harness::adapter::{Adapter, AdapterError, Incoming, LaunchSpec, MigrateRequest, Role};
 use cprkit_harness::guestmem::GuestRam;
 use cprkit_harness::unixnet;
+use cprkit_test_support::{Absent, trial};
 
-/// The installed QEMU, or `None` (with the reason printed) to skip. Under CI
-/// (`CI=true`) QEMU is required: its absence fails the test.
-fn qemu(test: &str) -> Option<Qemu> {
-    match Qemu::new(None) {
-        Ok(q) => Some(q),
-        Err(VmmError::Environment(why)) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: QEMU is required under CI: {why}")
-        }
-        Err(VmmError::Environment(why)) => {
-            eprintln!("SKIPPED {test}: {why}");
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
+/// The installed QEMU: [`main`] runs a test only where it is here.
+fn qemu() -> Qemu {
+    Qemu::new(None).expect("QEMU, found when the tests were planned")
 }
 
 /// A QEMU process, killed and reaped when dropped.
@@ -92,11 +83,8 @@ fn open_ram(q: &Qemu, vm: &Vm) -> GuestRam {
     }
 }
 
-#[test]
 fn the_firmware_counts_in_the_ram_memfd() {
-    let Some(q) = qemu("the_firmware_counts_in_the_ram_memfd") else {
-        return;
-    };
+    let q = qemu();
     let dir = tempfile::tempdir().unwrap();
     let s = spec(dir.path(), Role::Source, true);
     let vm = spawn(&q, &s);
@@ -124,11 +112,8 @@ fn the_firmware_counts_in_the_ram_memfd() {
     );
 }
 
-#[test]
 fn a_bare_handover_reaches_a_running_target() {
-    let Some(q) = qemu("a_bare_handover_reaches_a_running_target") else {
-        return;
-    };
+    let q = qemu();
     let root = tempfile::tempdir().unwrap();
     let t = cprkit_harness::bare::handover(&q, root.path()).unwrap();
     eprintln!(
@@ -138,11 +123,8 @@ fn a_bare_handover_reaches_a_running_target() {
     assert!(t.handover < Duration::from_secs(5));
 }
 
-#[test]
 fn private_ram_is_refused_for_cpr() {
-    let Some(q) = qemu("private_ram_is_refused_for_cpr") else {
-        return;
-    };
+    let q = qemu();
     let dir = tempfile::tempdir().unwrap();
     let ts = spec(dir.path(), Role::Target, true);
     let target = spawn(&q, &ts);
@@ -179,4 +161,33 @@ fn private_ram_is_refused_for_cpr() {
     assert_eq!(mon.runstate().unwrap(), "running");
     assert!(source.0.try_wait().unwrap().is_none(), "the source lives");
     drop(target);
+}
+
+fn main() -> std::process::ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let policy = Policy::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let absent = match policy.availability(Part::Qemu) {
+        Availability::Present => None,
+        Availability::Optional(why) => Some(Absent::Ignored(why)),
+        Availability::Missing(e) => Some(Absent::Required(e)),
+    };
+    let tests: [(&str, fn()); 3] = [
+        (
+            "the_firmware_counts_in_the_ram_memfd",
+            the_firmware_counts_in_the_ram_memfd,
+        ),
+        (
+            "a_bare_handover_reaches_a_running_target",
+            a_bare_handover_reaches_a_running_target,
+        ),
+        (
+            "private_ram_is_refused_for_cpr",
+            private_ram_is_refused_for_cpr,
+        ),
+    ];
+    let trials = tests
+        .into_iter()
+        .map(|(name, test)| trial(name, absent.as_ref(), test))
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
 }
