@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use cprkit_adapters::requirements::{Part, Policy};
 use cprkit_harness::leaks::{Census, Leaks};
 use cprkit_report::{Host, LeakCheck, Report, Vmm};
+use cprkit_suite::Profile;
 use cprkit_suite::known::KnownByVmm;
 use cprkit_suite::repeat;
 use cprkit_suite::runner::{Planned, RunOptions, TrialResult, Verdicts, run_one};
@@ -58,6 +60,7 @@ pub fn run(select: &Select, o: &Options) -> Result<ExitCode> {
         bail!("no trial matches (see `cprkit list`)");
     }
     let planned = &selection.planned;
+    require_parts(planned)?;
     if let Some(p) = select.partition {
         eprintln!(
             "partition {p}: {} of the {} trials selected",
@@ -137,11 +140,34 @@ pub fn run(select: &Select, o: &Options) -> Result<ExitCode> {
     if let Some(code) = interrupt::exit_code() {
         return Ok(code);
     }
-    Ok(if ok && clean {
+    // Nothing passes on nothing: every trial not run (a missing part, a
+    // profile not built yet) is no pass.
+    let judged = results
+        .iter()
+        .any(|r| matches!(r.verdicts, Verdicts::Judged { .. }));
+    if !judged {
+        eprintln!("cprkit: no trial ran: a run that judged nothing does not pass");
+    }
+    Ok(if ok && clean && judged {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Fails (an environment error, exit status 2) when a part the trials need
+/// (QEMU, qemu-storage-daemon, ...) is required (`CPRKIT_REQUIRE`, `CI`) and
+/// missing, naming it and how to install it; an optional part that is missing
+/// leaves the trials that need it not run, listed and counted in the summary.
+fn require_parts(planned: &[Planned]) -> Result<()> {
+    let policy = Policy::from_env().map_err(anyhow::Error::msg)?;
+    let parts = planned.iter().flat_map(|p| {
+        Part::of_vmm(&p.id.vmm).into_iter().chain(Part::of_case(
+            p.case.device_backend,
+            p.case.profile == Profile::VhostKernel,
+        ))
+    });
+    policy.check(parts).map_err(anyhow::Error::msg)
 }
 
 /// The results of a run of each trial `repeat` times (its repeats one after
