@@ -3,22 +3,41 @@
 //! `MUTANT_EXPECTATIONS` names for it. The conformance runner keeps the
 //! snapshots true to what a run observes; this keeps them true to what each
 //! mutant is for, so `cprkit selftest`'s verdict can be read off the files.
+//! Only the snapshots of planned trials are read: a file left by a deleted
+//! case or point is no evidence (and fails the conformance runner).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use cprkit_adapters::adapter_for;
 use cprkit_adapters::refvmm_adapter::MUTANT_EXPECTATIONS;
+use cprkit_suite::runner::{Planned, plan};
+use cprkit_suite::snapshot_files::{snapshot_file, stray_snapshots};
 use cprkit_suite::snapshots_dir;
 
-/// Rule -> number of trials that broke it, over every snapshot in `dir`.
-fn broken_rules(dir: &Path) -> (usize, BTreeMap<String, usize>) {
+/// The planned trials of `vmm` over the repository's cases.
+fn planned(vmm: &str) -> Vec<Planned> {
+    let cases = cprkit_suite::load_dir(&cprkit_suite::cases_dir()).expect("the cases load");
+    plan(&[adapter_for(vmm).unwrap()], &cases, None)
+}
+
+/// The snapshot files of `vmm`'s planned trials that exist: the plan decides
+/// what is read, never the directory (a file no trial has fails the
+/// conformance runner's `snapshots-match-the-plan`).
+fn planned_snapshots(vmm: &str) -> Vec<PathBuf> {
+    let root = snapshots_dir();
+    planned(vmm)
+        .iter()
+        .map(|p| snapshot_file(&root, p))
+        .filter(|f| f.is_file())
+        .collect()
+}
+
+/// Rule -> number of trials that broke it, over `vmm`'s planned snapshots.
+fn broken_rules(vmm: &str) -> (usize, BTreeMap<String, usize>) {
     let mut trials = 0;
     let mut broken: BTreeMap<String, usize> = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "snap") {
-            continue;
-        }
+    for path in planned_snapshots(vmm) {
         trials += 1;
         let text = std::fs::read_to_string(&path).unwrap();
         let mut rule = None;
@@ -41,7 +60,7 @@ fn broken_rules(dir: &Path) -> (usize, BTreeMap<String, usize>) {
 
 #[test]
 fn the_correct_refvmm_breaks_nothing() {
-    let (trials, broken) = broken_rules(&snapshots_dir().join("refvmm"));
+    let (trials, broken) = broken_rules("refvmm");
     assert!(trials > 100, "only {trials} refvmm snapshots");
     assert!(broken.is_empty(), "refvmm's snapshots break {broken:?}");
 }
@@ -49,8 +68,7 @@ fn the_correct_refvmm_breaks_nothing() {
 #[test]
 fn each_mutant_is_caught_by_its_rule() {
     for (mutant, expected) in MUTANT_EXPECTATIONS {
-        let dir = snapshots_dir().join(format!("refvmm-{mutant}"));
-        let (trials, broken) = broken_rules(&dir);
+        let (trials, broken) = broken_rules(&format!("refvmm:{mutant}"));
         assert!(trials >= 2, "{mutant}: only {trials} snapshots");
         assert!(
             expected.iter().any(|r| broken.contains_key(*r)),
@@ -70,12 +88,7 @@ fn every_rule_of_a_profile_is_exercised_by_its_cases() {
     let profile_of: BTreeMap<String, cprkit_suite::Profile> =
         cases.iter().map(|c| (c.name.clone(), c.profile)).collect();
     let mut passed: BTreeMap<cprkit_suite::Profile, BTreeSet<String>> = BTreeMap::new();
-    let dir = snapshots_dir().join("refvmm");
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "snap") {
-            continue;
-        }
+    for path in planned_snapshots("refvmm") {
         let text = std::fs::read_to_string(&path).unwrap();
         let case = text
             .lines()
@@ -110,4 +123,60 @@ fn every_rule_of_a_profile_is_exercised_by_its_cases() {
             "profile {profile}: no refvmm trial exercises {missing:?}"
         );
     }
+}
+
+/// A snapshot file no planned trial has is found, named, and only it: the
+/// planned trials' files (one case's, written to a scratch snapshots tree)
+/// are not, and neither is a file that is no snapshot.
+#[test]
+fn a_snapshot_of_no_planned_trial_is_stray() {
+    let root = tempfile::tempdir().unwrap();
+    let planned: Vec<Planned> = planned("refvmm")
+        .into_iter()
+        .filter(|p| p.id.case == "memory-paused")
+        .collect();
+    assert!(planned.len() > 2);
+    for p in &planned {
+        let f = snapshot_file(root.path(), p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, "---\n").unwrap();
+    }
+    std::fs::write(root.path().join("refvmm/known-violations.toml"), "").unwrap();
+    assert_eq!(
+        stray_snapshots(root.path(), &planned),
+        Vec::<PathBuf>::new()
+    );
+    let stray = [
+        root.path().join("refvmm/deleted-case__no-fault.snap"),
+        root.path()
+            .join("refvmm-removed-mutant/memory-paused__no-fault.snap"),
+        root.path().join("refvmm/memory-paused__no-fault.snap.new"),
+    ];
+    for f in &stray {
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, "---\n").unwrap();
+    }
+    let mut want = stray.to_vec();
+    want.sort();
+    assert_eq!(stray_snapshots(root.path(), &planned), want);
+}
+
+/// The repository's snapshots are all of planned trials (the conformance
+/// runner's `snapshots-match-the-plan` checks the same, with every VMM).
+#[test]
+fn every_refvmm_snapshot_is_of_a_planned_trial() {
+    let root = snapshots_dir();
+    let mut all = planned("refvmm");
+    for (m, _) in MUTANT_EXPECTATIONS {
+        all.extend(planned(&format!("refvmm:{m}")));
+    }
+    let stray: Vec<PathBuf> = stray_snapshots(&root, &all)
+        .into_iter()
+        .filter(|f| {
+            f.parent()
+                .and_then(Path::file_name)
+                .is_some_and(|d| d.to_string_lossy().starts_with("refvmm"))
+        })
+        .collect();
+    assert!(stray.is_empty(), "snapshots of no planned trial: {stray:?}");
 }
