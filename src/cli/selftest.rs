@@ -134,3 +134,28 @@ fn judge(name: &str, rules: &BTreeMap<&str, usize>) -> Result<String, String> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_violation_on_refvmm_or_a_mutant_caught_by_nothing_or_the_wrong_rule_fails() {
+        let none = BTreeMap::new();
+        let ord1 = BTreeMap::from([("ORD-1", 2)]);
+        assert_eq!(judge("refvmm", &none), Ok("clean".into()));
+        assert!(judge("refvmm", &ord1).unwrap_err().contains("VIOLATIONS"));
+        assert_eq!(
+            judge("refvmm:legacy-stop-order", &none),
+            Err("NOT CAUGHT".into())
+        );
+        assert_eq!(
+            judge("refvmm:legacy-stop-order", &ord1),
+            Ok("caught by ORD-1".into())
+        );
+        assert_eq!(
+            judge("refvmm:copy-ram", &ord1),
+            Err("caught by ORD-1 but not by MEM-1".into())
+        );
+    }
+}
