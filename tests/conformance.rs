@@ -114,7 +114,7 @@ fn main() -> ExitCode {
     };
     // QEMU and Cloud Hypervisor: planned whether here or not; required or
     // optional as `requirements` decides.
-    let policy = match Policy::from_env() {
+    let policy = match Policy::for_tests() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");

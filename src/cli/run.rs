@@ -156,11 +156,11 @@ pub fn run(select: &Select, o: &Options) -> Result<ExitCode> {
 }
 
 /// Fails (an environment error, exit status 2) when a part the trials need
-/// (QEMU, qemu-storage-daemon, ...) is required (`CPRKIT_REQUIRE`, `CI`) and
+/// (QEMU, qemu-storage-daemon, ...) is required (`CPRKIT_REQUIRE`) and
 /// missing, naming it and how to install it; an optional part that is missing
 /// leaves the trials that need it not run, listed and counted in the summary.
 fn require_parts(planned: &[Planned]) -> Result<()> {
-    let policy = Policy::from_env().map_err(anyhow::Error::msg)?;
+    let policy = Policy::for_command().map_err(anyhow::Error::msg)?;
     let parts = planned.iter().flat_map(|p| {
         Part::of_vmm(&p.id.vmm).into_iter().chain(Part::of_case(
             p.case.device_backend,

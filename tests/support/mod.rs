@@ -61,7 +61,7 @@ pub type Test = (&'static str, Option<Part>, fn());
 /// What becomes here of a test that needs `part`, as
 /// `cprkit_adapters::requirements` decides: `None` when the part is here.
 pub fn absent(part: Part) -> Option<Absent> {
-    let policy = Policy::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let policy = Policy::for_tests().unwrap_or_else(|e| panic!("{e}"));
     match policy.availability(part) {
         Availability::Present => None,
         Availability::Optional(why) => Some(Absent::Ignored(why)),

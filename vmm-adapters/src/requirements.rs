@@ -4,9 +4,11 @@
 //! VMM ([`Part::of_vmm`]) and of its case ([`Part::of_case`]).
 //!
 //! A part is *required* when `CPRKIT_REQUIRE` names it (a comma-separated
-//! list: `qemu,qemu-storage-daemon`; `.ci/run` sets it), and QEMU and
-//! qemu-storage-daemon are also required when `CI` is `true` or `1` (as CI
-//! systems set it). A required part that is absent is an error naming it and
+//! list: `qemu,qemu-storage-daemon`; `.ci/run` sets it); for the kit's own
+//! tests ([`Policy::for_tests`]), QEMU and qemu-storage-daemon are also
+//! required when `CI` is `true` or `1` (as CI systems set it), while the
+//! `cprkit` command, which other projects run in their CI, requires only what
+//! `CPRKIT_REQUIRE` names ([`Policy::for_command`]). A required part that is absent is an error naming it and
 //! how to install it; an optional one that is absent makes the trials that
 //! need it "not run" with the reason ([`Availability::Optional`]): reported
 //! as ignored, never passed, never dropped from the count.
@@ -137,12 +139,19 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// From `CPRKIT_REQUIRE` and `CI`; an unknown name in `CPRKIT_REQUIRE` is an error.
-    pub fn from_env() -> Result<Policy, String> {
+    /// The kit's tests' policy: from `CPRKIT_REQUIRE` and `CI`; an unknown
+    /// name in `CPRKIT_REQUIRE` is an error.
+    pub fn for_tests() -> Result<Policy, String> {
         Policy::new(
             std::env::var(REQUIRE_ENV).ok().as_deref(),
             std::env::var("CI").ok().as_deref(),
         )
+    }
+
+    /// The `cprkit` command's policy: from `CPRKIT_REQUIRE` alone (a VMM
+    /// project's CI sets `CI` without meaning the kit's own parts).
+    pub fn for_command() -> Result<Policy, String> {
+        Policy::new(std::env::var(REQUIRE_ENV).ok().as_deref(), None)
     }
 
     /// From the values of `CPRKIT_REQUIRE` and `CI`.

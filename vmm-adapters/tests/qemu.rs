@@ -165,7 +165,7 @@ fn private_ram_is_refused_for_cpr() {
 
 fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
-    let policy = Policy::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let policy = Policy::for_tests().unwrap_or_else(|e| panic!("{e}"));
     let absent = match policy.availability(Part::Qemu) {
         Availability::Present => None,
         Availability::Optional(why) => Some(Absent::Ignored(why)),
