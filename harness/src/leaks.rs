@@ -158,7 +158,10 @@ pub struct Leaks {
 
 impl Leaks {
     /// Checks that no spawned process remains (alive or unreaped), no process
-    /// descends from the kit (a child, or an orphan reparented to it), nothing
+    /// descends from the kit (a child, or an orphan reparented to it; one of
+    /// those that has died, a zombie the kit adopted as subreaper and that no
+    /// register names, is reaped here and is no leak: nothing is left
+    /// running), nothing
     /// is left under `run_root` (the directory holding the trial directories)
     /// but its owner file, and the kit holds no fd that it did not hold in
     /// `before` (the same number referring to the same thing).
@@ -176,7 +179,7 @@ impl Leaks {
         leaks.processes.extend(
             descendants_of_self()
                 .into_iter()
-                .filter(|d| !registered.contains(&d.pid))
+                .filter(|d| !registered.contains(&d.pid) && !reaped_orphan(d))
                 .map(|d| d.to_string()),
         );
         if let Some(root) = run_root {
@@ -264,6 +267,22 @@ fn left_under(dir: &Path, top: bool, out: &mut Vec<(PathBuf, &'static str)>) {
             left_under(&e.path(), false, out);
         }
     }
+}
+
+/// Reaps `d` if it is a dead child of the kit that no register names (an
+/// orphan the kit adopted as subreaper, such as the `sleep` of an adapter
+/// script whose process group was killed); whether it did.
+fn reaped_orphan(d: &Descendant) -> bool {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    d.state == 'Z'
+        && d.ppid == std::process::id() as i32
+        && matches!(
+            waitpid(
+                nix::unistd::Pid::from_raw(d.pid),
+                Some(WaitPidFlag::WNOHANG)
+            ),
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+        )
 }
 
 /// A process of the kit's tree.

@@ -8,6 +8,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use cprkit_harness::leaks::{Census, FdKind, Leaks};
 
@@ -157,6 +158,26 @@ fn a_double_forked_grandchild_is_seen() {
     nix::sys::wait::waitpid(pid, None).unwrap();
     let after = Leaks::check(&before, None);
     assert!(after.is_clean(), "{after}");
+}
+
+#[test]
+fn a_double_forked_grandchild_that_died_is_reaped_and_no_leak() {
+    let _one = serial();
+    let before = Census::take();
+    let out = Command::new("sh")
+        .args(["-c", "sleep 0.1 >/dev/null 2>&1 & echo $!"])
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // Adopted by the kit, it dies: a zombie of the kit's until reaped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cprkit_harness::procinfo::proc_state(pid) != Some('Z') {
+        assert!(Instant::now() < deadline, "pid {pid} never became a zombie");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let leaks = Leaks::check(&before, None);
+    assert!(leaks.is_clean(), "{leaks}");
+    assert_eq!(cprkit_harness::procinfo::proc_state(pid), None, "reaped");
 }
 
 #[test]
