@@ -3,7 +3,7 @@
 //! rules the kit's self-test expects to catch each of them.
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::qmp_monitor::connect_qmp;
 use cprkit_harness::adapter::{
@@ -47,6 +47,8 @@ pub struct RefVmm {
     name: String,
     mutant: Option<String>,
     launcher: Launcher,
+    /// The guest's pause between two writes, when not refvmm's own.
+    guest_step: Option<Duration>,
 }
 
 /// The argument with which a program that hosts refvmm runs it instead of
@@ -92,7 +94,16 @@ impl RefVmm {
             name,
             mutant: mutant.map(str::to_string),
             launcher: refvmm_binary()?,
+            guest_step: None,
         })
+    }
+
+    /// The same VMM with a guest that pauses `step` between two of its
+    /// writes (refvmm's `--guest-step-us`): a slow guest, for testing the
+    /// kit's watches that are derived from the guest's write rate.
+    pub fn with_guest_step(mut self, step: Duration) -> Self {
+        self.guest_step = Some(step);
+        self
     }
 
     /// Every mutant refvmm has, with its description.
@@ -141,6 +152,9 @@ impl Adapter for RefVmm {
         }
         if let Some(m) = &self.mutant {
             cmd.arg("--mutant").arg(m);
+        }
+        if let Some(step) = self.guest_step {
+            cmd.arg("--guest-step-us").arg(step.as_micros().to_string());
         }
         Ok(cmd)
     }

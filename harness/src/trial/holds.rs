@@ -11,7 +11,7 @@ use crate::plan::Step;
 use crate::record::{CancelObs, CutOver, TargetInit};
 use crate::timeline::{Actor, What};
 
-use super::{CUTOVER_WATCH, Controller};
+use super::{Controller, watch};
 
 /// How long a fault at main-stream waits for a source that may already have
 /// sent its whole stream to report so.
@@ -215,21 +215,34 @@ impl Controller<'_> {
 
     pub(super) fn observe_cutover(&mut self, h: Held, source_runstate: Option<String>) {
         self.observe_device_cutover();
+        let device = self.device.as_ref().is_some_and(|d| d.observable());
+        let watch = watch::bound(
+            self.write_interval,
+            self.request_interval,
+            device && self.adapter.guest_probe().device_io,
+            self.spec.settle,
+        );
+        let deadline = Instant::now() + watch.bound;
         let ram = self.source.as_ref().and_then(|s| s.ram.as_ref());
+        // The counter is read until it moves (then the evidence is in) or
+        // the bound passes.
         let counter = ram.and_then(|r| {
             let before = r.counter().ok()?;
-            std::thread::sleep(CUTOVER_WATCH);
-            Some((before, r.counter().ok()?))
+            Some((before, watch::watch_counter(r, before, deadline)?))
         });
-        if counter.is_none() && self.device.is_some() {
-            // No guest RAM to watch: the device's ledger is watched alone.
-            std::thread::sleep(CUTOVER_WATCH);
+        let watched = counter.is_some() || device;
+        if device {
+            // The device's ledger is watched for the source's I/O until the
+            // bound, ending at the first request seen.
+            self.watch_device_io(deadline);
         }
         self.observe_device_cutover_end();
         if let Some((a, b)) = counter {
             self.timeline.record(
                 Actor::Source,
-                What::Sample(format!("guest counter {a} -> {b} while the fds were held")),
+                What::Sample(format!(
+                    "guest counter {a} -> {b} while the fds were held ({watch})"
+                )),
             );
         }
         self.record.cutover = Some(CutOver {
@@ -238,6 +251,7 @@ impl Controller<'_> {
             source_runstate,
             counter,
             forwarded: false,
+            watch: watched.then_some(watch),
         });
     }
 
