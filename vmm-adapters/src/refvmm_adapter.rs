@@ -63,6 +63,26 @@ pub const REFVMM: Helper = Helper {
     hosted_arg: HOSTED_REFVMM_ARG,
 };
 
+/// The variable that gives refvmm's guest a slower step (microseconds
+/// between two of its writes, refvmm's `--guest-step-us`): a slow guest, for
+/// testing the kit's watches that are derived from the guest's write rate.
+pub const GUEST_STEP_ENV: &str = "CPRKIT_REFVMM_GUEST_STEP_US";
+
+fn guest_step_from_env() -> Result<Option<Duration>, VmmError> {
+    match std::env::var(GUEST_STEP_ENV) {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(|us| Some(Duration::from_micros(us)))
+            .map_err(|_| {
+                VmmError::Environment(format!(
+                    "${GUEST_STEP_ENV} is {v:?}: microseconds, a whole number"
+                ))
+            }),
+    }
+}
+
 /// Where refvmm is: $CPRKIT_REFVMM, else beside the running program, else the
 /// running program itself if it hosts refvmm.
 pub fn refvmm_binary() -> Result<Launcher, VmmError> {
@@ -94,16 +114,8 @@ impl RefVmm {
             name,
             mutant: mutant.map(str::to_string),
             launcher: refvmm_binary()?,
-            guest_step: None,
+            guest_step: guest_step_from_env()?,
         })
-    }
-
-    /// The same VMM with a guest that pauses `step` between two of its
-    /// writes (refvmm's `--guest-step-us`): a slow guest, for testing the
-    /// kit's watches that are derived from the guest's write rate.
-    pub fn with_guest_step(mut self, step: Duration) -> Self {
-        self.guest_step = Some(step);
-        self
     }
 
     /// Every mutant refvmm has, with its description.
