@@ -44,6 +44,8 @@ pub struct WatchBound {
     pub bound: Duration,
     /// The mean time between two guest counter writes (`None`: not measured).
     pub write_interval: Option<Duration>,
+    /// The longest still spell of the counter seen while it was timed.
+    pub longest_gap: Option<Duration>,
     /// Counter writes the bound spans.
     pub writes: u32,
     /// The mean time between two device I/O requests of the guest.
@@ -65,6 +67,9 @@ impl std::fmt::Display for WatchBound {
         match self.write_interval {
             Some(i) => write!(f, "{} guest writes of {:.0} us each", self.writes, us(i))?,
             None => write!(f, "guest write rate not measured")?,
+        }
+        if let Some(g) = self.longest_gap {
+            write!(f, ", still at most {:.0} us between two", us(g))?;
         }
         if let Some(i) = self.request_interval {
             write!(

@@ -56,7 +56,7 @@ impl<'a> Controller<'a> {
             source_status: None,
             main_route: None,
             hang_pending: false,
-            write_interval: None,
+            write_rate: None,
             request_interval: None,
             record,
         }
@@ -184,7 +184,7 @@ impl<'a> Controller<'a> {
             self.record.source_ram_inode = source.ram.as_ref().map(GuestRam::inode);
             let ram = source.ram.as_ref().expect("just opened");
             self.wait_guest_started(ram)?;
-            self.write_interval = watch::measure_writes(ram, self.spec.settle);
+            self.write_rate = watch::measure_writes(ram, self.spec.settle);
         }
         if source_spec_has_device {
             self.wait_device_started(source.proc.pid())?;

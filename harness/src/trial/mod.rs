@@ -153,7 +153,7 @@ struct Controller<'a> {
     hang_pending: bool,
     /// The guest's rates, measured while it ran before the migrate: the mean
     /// time between two counter writes, and between two device requests.
-    write_interval: Option<Duration>,
+    write_rate: Option<watch::WriteRate>,
     request_interval: Option<Duration>,
     record: TrialRecord,
 }

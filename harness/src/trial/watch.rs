@@ -15,8 +15,9 @@
 //!   the device's measured request rate, ending at once when nothing is open;
 //! - a main-stream fault's wait for a source that may have sent its whole
 //!   stream (`holds.rs`): it ends at the source's report, at its exit, or once
-//!   the source's monitor answers without its migration ended twice in a row
-//!   while the held channel stays still, bounded by `SOURCE_DONE_WAIT`.
+//!   every thread of the source is found blocked three readings in a row
+//!   (1 ms apart: it waits on something outside it), bounded by
+//!   `SOURCE_DONE_WAIT` for a source that keeps busy without reporting.
 
 use std::time::{Duration, Instant};
 
@@ -29,9 +30,13 @@ use crate::record::WatchBound;
 pub(super) const WATCH_WRITES: u32 = 50;
 /// Device I/O requests the cut-over watch spans, for a guest that does I/O.
 pub(super) const WATCH_REQUESTS: u32 = 16;
-/// Never shorter: below a scheduler tick or so, a running guest whose vCPU
-/// thread is not scheduled on a busy host looks still.
-pub(super) const WATCH_FLOOR: Duration = Duration::from_millis(5);
+/// Never shorter: a running guest whose vCPU thread is not scheduled for a
+/// few scheduler ticks on a busy host looks still (QEMU's TCG guest under
+/// load does, for 5 ms).
+pub(super) const WATCH_FLOOR: Duration = Duration::from_millis(10);
+/// The watch spans this many times the longest still spell seen while the
+/// rate was measured (a guest that writes in bursts).
+pub(super) const GAP_FACTOR: u32 = 4;
 /// Counter writes timed to measure the guest's write rate.
 const RATE_WRITES: u64 = 8;
 /// Device requests timed to measure the guest's request rate.
@@ -40,18 +45,35 @@ pub(super) const RATE_REQUESTS: u32 = 3;
 /// memfd has no change notification).
 const COUNTER_POLL: Duration = Duration::from_micros(50);
 
-/// The mean time between two guest counter writes, timed over
-/// [`RATE_WRITES`] writes from the first write seen (so the timing starts on
-/// a write); `None` if fewer came within `ceiling`.
-pub(super) fn measure_writes(ram: &GuestRam, ceiling: Duration) -> Option<Duration> {
+/// The guest's writes as the kit saw them while it timed them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct WriteRate {
+    /// The mean time between two counter writes.
+    pub interval: Duration,
+    /// The longest time the counter was seen still between two writes.
+    pub longest_gap: Duration,
+}
+
+/// Times [`RATE_WRITES`] guest counter writes from the first write seen (so
+/// the timing starts on a write); `None` if fewer came within `ceiling`.
+pub(super) fn measure_writes(ram: &GuestRam, ceiling: Duration) -> Option<WriteRate> {
     let deadline = Instant::now() + ceiling;
     let start = ram.counter().ok()?;
     let (first, t0) = wait_counter(ram, |c| c != start, deadline)?;
-    let (last, t1) = wait_counter(ram, |c| c.wrapping_sub(first) >= RATE_WRITES, deadline)?;
+    let (mut last, mut seen) = (first, t0);
+    let mut longest_gap = Duration::ZERO;
+    while last.wrapping_sub(first) < RATE_WRITES {
+        let (c, t) = wait_counter(ram, |c| c != last, deadline)?;
+        longest_gap = longest_gap.max(t - seen);
+        (last, seen) = (c, t);
+    }
     let writes = u32::try_from(last.wrapping_sub(first))
         .unwrap_or(u32::MAX)
         .max(1);
-    Some((t1 - t0) / writes)
+    Some(WriteRate {
+        interval: (seen - t0) / writes,
+        longest_gap,
+    })
 }
 
 /// The counter and the time once `done` holds of it, polling; `None` at `deadline`.
@@ -83,16 +105,18 @@ pub(super) fn watch_counter(ram: &GuestRam, before: u64, deadline: Instant) -> O
 }
 
 /// The watch's bound from the measured rates: the time of
-/// [`WATCH_WRITES`] counter writes and of [`WATCH_REQUESTS`] device requests,
-/// whichever is longer, never below [`WATCH_FLOOR`] nor above `ceiling` (a
-/// rate that could not be measured gives the ceiling).
+/// [`WATCH_WRITES`] counter writes, [`GAP_FACTOR`] times the longest still
+/// spell seen, and the time of [`WATCH_REQUESTS`] device requests, whichever
+/// is longest, never below [`WATCH_FLOOR`] nor above `ceiling` (a rate that
+/// could not be measured gives the ceiling).
 pub(super) fn bound(
-    write_interval: Option<Duration>,
+    rate: Option<WriteRate>,
     request_interval: Option<Duration>,
     measured_io: bool,
     ceiling: Duration,
 ) -> WatchBound {
-    let writes = write_interval.map(|i| i * WATCH_WRITES);
+    let write_interval = rate.map(|r| r.interval);
+    let writes = rate.map(|r| (r.interval * WATCH_WRITES).max(r.longest_gap * GAP_FACTOR));
     let requests = request_interval.map(|i| i * WATCH_REQUESTS);
     let unknown = write_interval.is_none() || (measured_io && request_interval.is_none());
     let derived = writes.max(requests).unwrap_or(ceiling);
@@ -104,6 +128,7 @@ pub(super) fn bound(
     WatchBound {
         bound,
         write_interval,
+        longest_gap: rate.map(|r| r.longest_gap),
         writes: WATCH_WRITES,
         request_interval,
         requests: WATCH_REQUESTS,
@@ -117,26 +142,47 @@ mod tests {
     const CEILING: Duration = Duration::from_secs(1);
     const US: Duration = Duration::from_micros(1);
 
+    fn steady(interval: Duration) -> Option<WriteRate> {
+        Some(WriteRate {
+            interval,
+            longest_gap: interval,
+        })
+    }
+
     #[test]
     fn the_bound_is_the_time_of_the_writes_within_floor_and_ceiling() {
-        // refvmm's guest: a write every ~150 us: 50 writes, 7.5 ms.
-        let b = bound(Some(150 * US), None, false, CEILING);
-        assert_eq!(b.bound, 7500 * US);
+        // refvmm's guest: a write every ~250 us: 50 writes, 12.5 ms.
+        let b = bound(steady(250 * US), None, false, CEILING);
+        assert_eq!(b.bound, 12500 * US);
         // A fast guest (QEMU under TCG): the floor.
-        assert_eq!(bound(Some(US), None, false, CEILING).bound, WATCH_FLOOR);
+        assert_eq!(bound(steady(US), None, false, CEILING).bound, WATCH_FLOOR);
         // A slow one: 5 ms a write is 250 ms; 50 ms a write hits the ceiling.
         let slow = Duration::from_millis(5);
         assert_eq!(
-            bound(Some(slow), None, false, CEILING).bound,
+            bound(steady(slow), None, false, CEILING).bound,
             Duration::from_millis(250)
         );
-        assert_eq!(bound(Some(slow * 10), None, false, CEILING).bound, CEILING);
+        assert_eq!(
+            bound(steady(slow * 10), None, false, CEILING).bound,
+            CEILING
+        );
+    }
+
+    #[test]
+    fn a_guest_that_writes_in_bursts_is_watched_for_its_longest_still_spell() {
+        // Fast writes, but once still for 6 ms (its vCPU thread not run).
+        let bursty = Some(WriteRate {
+            interval: US,
+            longest_gap: Duration::from_millis(6),
+        });
+        let b = bound(bursty, None, false, CEILING);
+        assert_eq!(b.bound, Duration::from_millis(6) * GAP_FACTOR);
     }
 
     #[test]
     fn device_requests_lengthen_the_bound_and_an_unknown_rate_gives_the_ceiling() {
         let b = bound(
-            Some(150 * US),
+            steady(150 * US),
             Some(Duration::from_millis(1)),
             true,
             CEILING,
@@ -144,6 +190,6 @@ mod tests {
         assert_eq!(b.bound, Duration::from_millis(16));
         assert_eq!(bound(None, None, false, CEILING).bound, CEILING);
         // A guest whose device I/O was looked for and not timed.
-        assert_eq!(bound(Some(150 * US), None, true, CEILING).bound, CEILING);
+        assert_eq!(bound(steady(150 * US), None, true, CEILING).bound, CEILING);
     }
 }
