@@ -11,6 +11,7 @@ use cprkit_harness::bare;
 use cprkit_suite::runner::{Planned, RunOptions, Verdicts, plan};
 
 use super::interrupt;
+use super::pool::Jobs;
 use super::run::run_trials;
 use super::{RunDir, adapters, load_cases};
 
@@ -26,7 +27,13 @@ fn ms(d: Duration) -> String {
 /// One trial on a worker thread (so that a signal is seen while it runs); `None`
 /// if a signal kept it from running.
 fn one(p: &Planned, root: &Path, opts: &RunOptions) -> Result<Option<Duration>> {
-    let trials = run_trials(std::slice::from_ref(p), 1, root, opts, &mut |_| {});
+    let trials = run_trials(
+        std::slice::from_ref(p),
+        Jobs::Fixed(1),
+        root,
+        opts,
+        &mut |_| {},
+    );
     let r = trials.results.into_iter().next().expect("one trial");
     match &r.verdicts {
         Verdicts::NotRun(_) if trials.stopped.is_some() => Ok(None),
@@ -35,7 +42,7 @@ fn one(p: &Planned, root: &Path, opts: &RunOptions) -> Result<Option<Duration>> 
     }
 }
 
-pub fn run(vmm: &str, jobs: usize, samples: usize) -> Result<ExitCode> {
+pub fn run(vmm: &str, jobs: Jobs, samples: usize) -> Result<ExitCode> {
     let samples = samples.max(1);
     let cases = load_cases()?;
     let refvmm = adapters(&[vmm.to_string()])?;

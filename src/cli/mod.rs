@@ -24,6 +24,7 @@ use cprkit_harness::trialdir::RunRoot;
 use cprkit_report::Partition;
 use cprkit_suite::runner::{Planned, plan};
 use cprkit_suite::{Case, Profile};
+use pool::Jobs;
 
 /// Fault-injection and conformance kit for cpr-transfer live update of VMMs.
 #[derive(Debug, Parser)]
@@ -84,9 +85,10 @@ enum Command {
     Run {
         #[command(flatten)]
         select: Select,
-        /// Trials run at once.
-        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
-        jobs: usize,
+        /// Trials run at once: a number, or auto (the default: one per CPU,
+        /// and more while the machine has a core to spare).
+        #[arg(long, short = 'j', default_value = "auto", value_parser = parse_jobs)]
+        jobs: Jobs,
         /// Keep each trial's directory (sockets, logs).
         #[arg(long)]
         keep: bool,
@@ -117,9 +119,10 @@ enum Command {
         /// The bundle's directory (created; a previous bundle there is replaced).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Trials run at once.
-        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
-        jobs: usize,
+        /// Trials run at once: a number, or auto (the default: one per CPU,
+        /// and more while the machine has a core to spare).
+        #[arg(long, short = 'j', default_value = "auto", value_parser = parse_jobs)]
+        jobs: Jobs,
         /// Keep each trial's directory (sockets, logs).
         #[arg(long)]
         keep: bool,
@@ -135,9 +138,10 @@ enum Command {
     },
     /// Every refvmm mutant against the matrix: which rules caught it.
     Selftest {
-        /// Trials run at once.
-        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
-        jobs: usize,
+        /// Trials run at once: a number, or auto (the default: one per CPU,
+        /// and more while the machine has a core to spare).
+        #[arg(long, short = 'j', default_value = "auto", value_parser = parse_jobs)]
+        jobs: Jobs,
         /// Only the trials whose case name or full trial name matches this glob.
         #[arg(long = "case")]
         case: Option<String>,
@@ -160,9 +164,9 @@ enum Command {
         /// glob (on both sides, files included).
         #[arg(long = "case")]
         case: Option<String>,
-        /// Trials run at once (both sides' trials share them).
-        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
-        jobs: usize,
+        /// Trials run at once, a number or auto (both sides' trials share them).
+        #[arg(long, short = 'j', default_value = "auto", value_parser = parse_jobs)]
+        jobs: Jobs,
         /// markdown: for people; json: docs/compare.schema.json.
         #[arg(long, value_enum, default_value_t = compare::Format::Markdown)]
         format: compare::Format,
@@ -172,9 +176,9 @@ enum Command {
         /// The VMM to time.
         #[arg(long, default_value = "refvmm", long_help = cprkit_adapters::vmm_help())]
         vmm: String,
-        /// Trials run at once in the matrix.
-        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
-        jobs: usize,
+        /// Trials run at once in the matrices (a number, or auto).
+        #[arg(long, short = 'j', default_value = "auto", value_parser = parse_jobs)]
+        jobs: Jobs,
         /// Bare handovers and fault-free trials to time (the median is reported).
         #[arg(long, default_value_t = 10)]
         samples: usize,
@@ -197,12 +201,15 @@ fn compare_arg_help(what: &str) -> String {
     )
 }
 
-/// `--jobs N`: at least one trial at a time.
-fn parse_jobs(text: &str) -> Result<usize, String> {
+/// `--jobs N`: at least one trial at a time; `auto`: as the load allows.
+fn parse_jobs(text: &str) -> Result<Jobs, String> {
+    if text == "auto" {
+        return Ok(Jobs::Auto);
+    }
     match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1 (trials run at once)".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
+        Ok(0) => Err("must be at least 1 (trials run at once), or auto".into()),
+        Ok(n) => Ok(Jobs::Fixed(n)),
+        Err(e) => Err(format!("{e} (a number of trials, or auto)")),
     }
 }
 
@@ -213,12 +220,6 @@ fn parse_repeat(text: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }
-}
-
-fn default_jobs() -> usize {
-    std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(2)
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
