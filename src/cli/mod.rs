@@ -171,17 +171,27 @@ enum Command {
         #[arg(long, value_enum, default_value_t = compare::Format::Markdown)]
         format: compare::Format,
     },
-    /// Time the full refvmm matrix and one bare handover, side by side.
+    /// Time the kit: its trial beside a bare handover, each VMM's matrix at
+    /// --jobs 1, 2, 4, 8 and auto, and selftest, side by side.
     Bench {
-        /// The VMM to time.
-        #[arg(long, default_value = "refvmm", long_help = cprkit_adapters::vmm_help())]
-        vmm: String,
-        /// Trials run at once in the matrices (a number, or auto).
+        /// The VMMs to time (repeat for several); refvmm and QEMU by default
+        /// (a VMM that is not installed is said not run).
+        #[arg(long = "vmm", default_values_t = ["refvmm".to_string(), "qemu".to_string()], long_help = vmm_help_repeat())]
+        vmm: Vec<String>,
+        /// Trials run at once in the matrices and selftest, a number or auto
+        /// (the scaling table times 1, 2, 4 and 8 as well).
         #[arg(long, short = 'j', default_value = "auto", value_parser = parse_jobs)]
         jobs: Jobs,
         /// Bare handovers and fault-free trials to time (the median is reported).
         #[arg(long, default_value_t = 10)]
         samples: usize,
+        /// Quick: the memory-running case only in the matrices and selftest,
+        /// at most 3 samples.
+        #[arg(long)]
+        quick: bool,
+        /// Do not time selftest.
+        #[arg(long)]
+        no_selftest: bool,
     },
 }
 
@@ -262,7 +272,19 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             jobs,
             format,
         } => compare::run(&a, &b, case.as_deref(), jobs, format),
-        Command::Bench { vmm, jobs, samples } => bench::run(&vmm, jobs, samples),
+        Command::Bench {
+            vmm,
+            jobs,
+            samples,
+            quick,
+            no_selftest,
+        } => bench::run(&bench::Options {
+            vmms: vmm,
+            jobs,
+            samples,
+            quick,
+            selftest: !no_selftest,
+        }),
     }
 }
 
