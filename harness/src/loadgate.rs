@@ -1,10 +1,11 @@
 //! How many trials the machine has room for. A trial that waits (for a
 //! bound, for a slow VMM) needs no core; one whose guest spins (QEMU under
 //! TCG) needs one. So trials are not limited to the number of CPUs: up to
-//! one per CPU always runs, and another starts only while the machine has a
-//! core to spare, read from the kernel's count of runnable threads
-//! (`procs_running` in /proc/stat, the whole machine's: other work on it
-//! counts too), up to [`LoadGate::most`].
+//! one per CPU always runs, and another starts only while the running trials
+//! leave a core to spare: fewer of the kit's own threads and its VMMs'
+//! (the processes it started, read in /proc) are runnable than there are
+//! CPUs, up to [`LoadGate::most`]. Other work on the machine is not counted:
+//! it slows the trials alike whatever their number.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -102,18 +103,49 @@ impl LoadGate {
                 std::thread::sleep(READING_GAP);
             }
             // The reading thread itself is running while it reads.
-            sum += procs_running().unwrap_or(usize::MAX / 8).saturating_sub(1);
+            sum += own_runnable().unwrap_or(usize::MAX / 8).saturating_sub(1);
         }
         sum / READINGS as usize >= self.cpus
     }
 }
 
-/// The machine's runnable threads now (`procs_running` in /proc/stat).
-pub fn procs_running() -> Option<usize> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    stat.lines()
-        .find_map(|l| l.strip_prefix("procs_running "))
-        .and_then(|n| n.trim().parse().ok())
+/// The runnable threads (state `R`) of this process and of the processes it
+/// started (its VMMs, device daemons, adapter programs), now.
+pub fn own_runnable() -> Option<usize> {
+    let me = std::process::id();
+    let mut pids = vec![me];
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // /proc/PID/stat: pid (comm) state ppid ...
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, after)| after.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) {
+            pids.push(pid);
+        }
+    }
+    Some(pids.into_iter().map(runnable_threads).sum())
+}
+
+/// The runnable threads of process `pid` (0 once it is gone).
+fn runnable_threads(pid: u32) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, after)| after.trim_start().chars().next())
+                    == Some('R')
+            })
+        })
+        .count()
 }
 
 #[cfg(test)]
@@ -121,9 +153,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_machine_has_runnable_threads() {
+    fn the_kit_and_what_it_started_have_runnable_threads() {
         // At least this one, which reads.
-        assert!(procs_running().is_some_and(|n| n >= 1));
+        assert!(own_runnable().is_some_and(|n| n >= 1));
+        // A child that spins is counted.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("sh runs");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut seen = 0;
+        while seen < 2 && std::time::Instant::now() < deadline {
+            seen = seen.max(own_runnable().unwrap_or(0));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(seen >= 2, "the spinning child is runnable: {seen}");
     }
 
     #[test]

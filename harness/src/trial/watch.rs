@@ -9,10 +9,17 @@
 //!   the settle and migration bounds: each ends at the event it waits for
 //!   (a socket listening, a monitor answer, a process exit, a ledger change),
 //!   and is reached only by a VMM that never gets there;
-//! - the device's settle (`wait_still` in `device.rs`): the daemon sees a VMM's
-//!   close a moment after the VMM went on, and nothing announces that the
-//!   last close has come; it waits for no change for a period derived from
-//!   the device's measured request rate, ending at once when nothing is open;
+//! - the device's settle at the final readings (`wait_still` in `device.rs`,
+//!   50 ms without a change of connections, owners or rings, each change
+//!   awaited as an event from the daemon): a VMM's close or release reaches
+//!   the daemon a moment after the VMM went on, and nothing announces that
+//!   the last one has come, so a quiet period stays; it is not derived from
+//!   the request rate because a close's lag has nothing to do with the
+//!   guest's I/O (a shorter one, tried against the mutants that release late,
+//!   is what the snapshots would have to prove first);
+//! - the final readings' check that a running guest's counter moves
+//!   (`counter_moves` in `ending.rs`): it ends at the first write, and only a
+//!   guest that does not run waits out its settle bound;
 //! - a main-stream fault's wait for a source that may have sent its whole
 //!   stream (`holds.rs`): it ends at the source's report, at its exit, or once
 //!   every thread of the source is found blocked three readings in a row
