@@ -4,11 +4,12 @@
 //! one per CPU always runs, and another starts only while the running trials
 //! leave a core to spare: fewer of the kit's own threads and its VMMs'
 //! (the processes it started, read in /proc) are runnable than there are
-//! CPUs, up to [`LoadGate::most`]. Other work on the machine is not counted:
+//! CPUs, up to [`LoadGate::most`]. One thread reads at a time; the others
+//! wait for its answer rather than read again. Other work on the machine is not counted:
 //! it slows the trials alike whatever their number.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Trials at once at most, per CPU, when the load allows.
 pub const TRIALS_PER_CPU: usize = 4;
@@ -32,6 +33,9 @@ pub struct LoadGate {
     cpus: usize,
     most: usize,
     running: AtomicUsize,
+    /// The last reading (when, and whether every CPU was busy), held by the
+    /// one thread reading the load.
+    reading: std::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 /// A trial admitted by a [`LoadGate`]: it counts as running until dropped.
@@ -58,6 +62,7 @@ impl LoadGate {
             cpus,
             most: cpus * TRIALS_PER_CPU,
             running: AtomicUsize::new(0),
+            reading: std::sync::Mutex::new(None),
         }
     }
 
@@ -80,7 +85,22 @@ impl LoadGate {
                 return None;
             }
             let running = self.running.load(Ordering::SeqCst);
-            if running < self.cpus || (running < self.most && !self.busy()) {
+            let room = running < self.cpus
+                || (running < self.most && {
+                    // One reader: the others wait here and take its
+                    // reading while it is fresh.
+                    let mut last = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+                    let busy = match *last {
+                        Some((at, busy)) if at.elapsed() < RETRY => busy,
+                        _ => {
+                            let busy = self.busy();
+                            *last = Some((Instant::now(), busy));
+                            busy
+                        }
+                    };
+                    !busy
+                });
+            if room {
                 // Another thread may have been admitted since the reading.
                 if self
                     .running
@@ -110,25 +130,18 @@ impl LoadGate {
 }
 
 /// The runnable threads (state `R`) of this process and of the processes it
-/// started (its VMMs, device daemons, adapter programs), now.
+/// started (its VMMs, device daemons, adapter programs: the kit's register
+/// of them), now.
 pub fn own_runnable() -> Option<usize> {
     let me = std::process::id();
-    let mut pids = vec![me];
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        // /proc/PID/stat: pid (comm) state ppid ...
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, after)| after.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(me) {
-            pids.push(pid);
-        }
-    }
-    Some(pids.into_iter().map(runnable_threads).sum())
+    std::fs::metadata(format!("/proc/{me}/task")).ok()?;
+    let started = crate::leaks::registered();
+    Some(
+        std::iter::once(me)
+            .chain(started.into_iter().filter_map(|p| u32::try_from(p).ok()))
+            .map(runnable_threads)
+            .sum(),
+    )
 }
 
 /// The runnable threads of process `pid` (0 once it is gone).
@@ -156,19 +169,18 @@ mod tests {
     fn the_kit_and_what_it_started_have_runnable_threads() {
         // At least this one, which reads.
         assert!(own_runnable().is_some_and(|n| n >= 1));
-        // A child that spins is counted.
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .spawn()
-            .expect("sh runs");
+        // A spinning thread of this process is counted.
+        let spin = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let s = std::sync::Arc::clone(&spin);
+        let t = std::thread::spawn(move || while s.load(Ordering::Relaxed) {});
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut seen = 0;
         while seen < 2 && std::time::Instant::now() < deadline {
             seen = seen.max(own_runnable().unwrap_or(0));
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(seen >= 2, "the spinning child is runnable: {seen}");
+        spin.store(false, Ordering::Relaxed);
+        t.join().unwrap();
+        assert!(seen >= 2, "the spinning thread is runnable: {seen}");
     }
 
     #[test]
