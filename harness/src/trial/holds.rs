@@ -238,13 +238,18 @@ impl Controller<'_> {
             device && self.adapter.guest_probe().device_io,
             self.spec.settle,
         );
-        let deadline = Instant::now() + watch.bound;
+        let start = Instant::now();
+        let (deadline, ceiling) = (start + watch.bound, start + self.spec.settle);
         let ram = self.source.as_ref().and_then(|s| s.ram.as_ref());
+        let pid = self.source.as_ref().map(|s| s.proc.pid());
         // The counter is read until it moves (then the evidence is in) or
         // the bound passes.
         let counter = ram.and_then(|r| {
             let before = r.counter().ok()?;
-            Some((before, watch::watch_counter(r, before, deadline)?))
+            Some((
+                before,
+                watch::watch_counter(r, before, deadline, ceiling, pid)?,
+            ))
         });
         let watched = counter.is_some() || device;
         if device {

@@ -2,7 +2,9 @@
 //! still runs: not a fixed quiet period but a bound derived from the guest's
 //! own rates, measured while it runs before the migrate (its counter writes in
 //! the RAM memfd, its device I/O requests in the device's ledger). A watch ends
-//! early once everything it watches for has been seen.
+//! early once everything it watches for has been seen, and goes on past its
+//! bound (up to the ceiling) while the source has a thread that could run but
+//! may not have been given a CPU.
 //!
 //! The waits of a trial that are not derived from a measured rate, and why:
 //! - the start-up bounds (`STARTUP`, the device's start and close waits) and
@@ -29,6 +31,7 @@
 use std::time::{Duration, Instant};
 
 use crate::guestmem::GuestRam;
+use crate::procinfo;
 use crate::record::WatchBound;
 
 /// Guest counter writes the cut-over watch spans: a guest that still runs
@@ -103,13 +106,32 @@ fn wait_counter(
 }
 
 /// The counter at the end of a watch that began at `before`: it ends as soon
-/// as the counter moves, or at `deadline`.
-pub(super) fn watch_counter(ram: &GuestRam, before: u64, deadline: Instant) -> Option<u64> {
-    match wait_counter(ram, |c| c != before, deadline) {
-        Some((c, _)) => Some(c),
-        None => ram.counter().ok(),
+/// as the counter moves, or at `deadline` if the source (process `pid`) then
+/// has no thread that could run. A source with a runnable thread may just
+/// not have been given a CPU (a busy host): a still counter says nothing
+/// yet, and the watch goes on, up to `ceiling`.
+pub(super) fn watch_counter(
+    ram: &GuestRam,
+    before: u64,
+    deadline: Instant,
+    ceiling: Instant,
+    pid: Option<i32>,
+) -> Option<u64> {
+    let mut until = deadline;
+    loop {
+        if let Some((c, _)) = wait_counter(ram, |c| c != before, until) {
+            return Some(c);
+        }
+        let runnable = pid.and_then(procinfo::all_threads_blocked) == Some(false);
+        if !runnable || Instant::now() >= ceiling {
+            return ram.counter().ok();
+        }
+        until = (Instant::now() + STARVED_STEP).min(ceiling);
     }
 }
+
+/// How much longer the watch goes on each time it finds the source runnable.
+const STARVED_STEP: Duration = Duration::from_millis(1);
 
 /// The watch's bound from the measured rates: the time of
 /// [`WATCH_WRITES`] counter writes, [`GAP_FACTOR`] times the longest still
