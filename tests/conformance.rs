@@ -14,7 +14,8 @@
 //!
 //! The trial `snapshots-match-the-plan` fails when a snapshot file under
 //! snapshots/ belongs to no planned trial. After the last trial the runner
-//! checks that nothing was left behind.
+//! checks that nothing was left behind. Trials run as many at once as the
+//! machine's load allows ([`LoadGate`]), unless `--test-threads` says.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use cprkit_adapters::requirements::{Part, Policy};
 use cprkit_adapters::{RefVmm, adapter_for};
 use cprkit_harness::adapter::Adapter;
 use cprkit_harness::leaks::{Census, Leaks};
+use cprkit_harness::loadgate::LoadGate;
 use cprkit_harness::trialdir::RunRoot;
 use cprkit_suite::runner::{Planned, RunOptions, Verdicts, plan, run_one};
 use cprkit_suite::snapshot_files::{snapshot_name, stray_snapshots};
@@ -96,7 +98,13 @@ fn main() -> ExitCode {
     // refvmm and the device daemon of this build: `cprkit` hosts both.
     // SAFETY: set before any thread starts.
     unsafe { std::env::set_var(HOST_ENV, env!("CARGO_BIN_EXE_cprkit")) };
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // As many trials at once as the machine's load allows (a trial that
+    // waits needs no core), unless --test-threads says otherwise.
+    let gate = Arc::new(LoadGate::default());
+    if args.test_threads.is_none() {
+        args.test_threads = Some(gate.most());
+    }
     let cases = match load_dir(&cases_dir()) {
         Ok(c) => c,
         Err(e) => {
@@ -153,10 +161,13 @@ fn main() -> ExitCode {
     let mut trials: Vec<Trial> = planned
         .into_iter()
         .map(|p| {
-            let root = Arc::clone(&root);
+            let (root, gate) = (Arc::clone(&root), Arc::clone(&gate));
             let ignored = p.runnable().err();
             let name = p.id.name();
-            let t = Trial::test(name, move || check(&p, root.path()));
+            let t = Trial::test(name, move || {
+                let _admitted = gate.admit(|| false);
+                check(&p, root.path())
+            });
             match ignored {
                 Some(why) => t
                     .with_ignored_flag(true)

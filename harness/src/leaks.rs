@@ -20,6 +20,15 @@ pub(crate) fn register_process(pid: i32) {
     LIVE.lock().expect("leak register").insert(pid);
 }
 
+/// The processes the kit started that are not reaped yet.
+pub fn registered() -> Vec<i32> {
+    LIVE.lock()
+        .expect("leak register")
+        .iter()
+        .copied()
+        .collect()
+}
+
 pub(crate) fn unregister_process(pid: i32) {
     LIVE.lock().expect("leak register").remove(&pid);
 }

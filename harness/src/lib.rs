@@ -23,6 +23,7 @@ pub mod guestmem;
 pub mod interposer;
 pub mod launcher;
 pub mod leaks;
+pub mod loadgate;
 pub mod outcome;
 pub mod plan;
 pub mod process;

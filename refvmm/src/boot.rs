@@ -36,7 +36,13 @@ pub fn run(cfg: &Config) -> ! {
     if let Some(m) = cfg.mutant {
         crate::log!("boot: mutant {m}");
     }
-    let mut vm = Vm::new(ram, RunState::Prelaunch, !cfg.no_autostart, cfg.mutant);
+    let mut vm = Vm::new(
+        ram,
+        RunState::Prelaunch,
+        !cfg.no_autostart,
+        cfg.mutant,
+        cfg.guest_step,
+    );
     attach_devices(cfg, &mut vm);
     let vm = Arc::new(vm);
     if !cfg.no_autostart {

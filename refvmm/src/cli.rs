@@ -1,14 +1,16 @@
 //! The command line: parses refvmm's arguments into a [`Config`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::mutant::Mutant;
+use crate::vcpu::STEP_PAUSE;
 use crate::{DEFAULT_RAM_SIZE, MIN_RAM_SIZE, MIN_RAM_SIZE_BLK};
 
 /// Usage text printed with a usage error.
 pub const USAGE: &str = "usage: refvmm --qmp PATH [--incoming-cpr PATH --incoming-main PATH] \
 [--ram-size BYTES] [--private-ram] [-S] [--mutant NAME] [--vhost-user-blk PATH] \
-[--vhost-kernel PATH]\n       refvmm --list-mutants";
+[--vhost-kernel PATH] [--guest-step-us N]\n       refvmm --list-mutants";
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,9 @@ pub struct Config {
     pub vhost_user_blk: Option<PathBuf>,
     /// A kernel vhost device (/dev/vhost-net, /dev/vhost-vsock), if any.
     pub vhost_kernel: Option<PathBuf>,
+    /// The guest's pause between two of its writes (`--guest-step-us`): a
+    /// slower guest, for the kit's tests of its rate-derived watches.
+    pub guest_step: Duration,
 }
 
 /// The listening paths of a target.
@@ -58,6 +63,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
     let mut mutant = None;
     let mut vhost_user_blk = None;
     let mut vhost_kernel = None;
+    let mut guest_step = STEP_PAUSE;
     let mut list = false;
 
     let mut it = args.iter();
@@ -82,6 +88,13 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             "--vhost-user-blk" => vhost_user_blk = Some(PathBuf::from(value(flag)?)),
             "--vhost-kernel" => vhost_kernel = Some(PathBuf::from(value(flag)?)),
             "--ram-size" => ram_size = parse_size(&value(flag)?)?,
+            "--guest-step-us" => {
+                let v = value(flag)?;
+                let us: u64 = v
+                    .parse()
+                    .map_err(|_| format!("bad --guest-step-us '{v}' (microseconds)"))?;
+                guest_step = Duration::from_micros(us);
+            }
             "--mutant" => {
                 let name = value(flag)?;
                 mutant = Some(Mutant::from_name(&name).ok_or_else(|| {
@@ -128,6 +141,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         mutant,
         vhost_user_blk,
         vhost_kernel,
+        guest_step,
     }))
 }
 
@@ -172,6 +186,23 @@ mod tests {
         assert_eq!(cfg.mutant, Some(Mutant::CopyRam));
         assert_eq!(cfg.vhost_user_blk, None);
         assert_eq!(cfg.vhost_kernel, None);
+    }
+
+    #[test]
+    fn parses_a_slower_guest_step() {
+        let Parsed::Run(cfg) = parse(&args("--qmp q --guest-step-us 5000")).unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(cfg.guest_step, Duration::from_millis(5));
+        let Parsed::Run(cfg) = parse(&args("--qmp q")).unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(cfg.guest_step, STEP_PAUSE);
+        assert!(
+            parse(&args("--qmp q --guest-step-us 5ms"))
+                .unwrap_err()
+                .contains("--guest-step-us")
+        );
     }
 
     #[test]

@@ -137,7 +137,13 @@ fn target_init(
     }
     .unwrap_or_else(|e| die(format!("mapping guest RAM: {e:#}")));
     crate::log!("target-init: guest RAM mapped (counter {})", ram.counter());
-    let mut vm = Vm::new(ram, RunState::InMigrate, !cfg.no_autostart, cfg.mutant);
+    let mut vm = Vm::new(
+        ram,
+        RunState::InMigrate,
+        !cfg.no_autostart,
+        cfg.mutant,
+        cfg.guest_step,
+    );
     take_devices(cfg, &mut vm, vhost_fd);
     let vm = Arc::new(vm);
     if let Err(e) = crate::monitor::start(&cfg.qmp, Arc::clone(&vm)) {

@@ -1,5 +1,6 @@
 //! The vCPU: one thread, created once, that runs the guest workload while the
-//! VM runs (`r += 1`, write record `r`, write the counter, sleep ~100 µs) and
+//! VM runs (`r += 1`, write record `r`, write the counter, sleep ~100 µs, or
+//! the step `--guest-step-us` asks for) and
 //! parks otherwise. Stopping is synchronous: [`Vcpu::stop`] returns once the
 //! thread has acknowledged it is parked, and no guest write follows.
 
@@ -10,8 +11,8 @@ use std::time::Duration;
 use crate::parkable::{Parkable, Turns};
 use crate::ram::GuestRam;
 
-/// Pause between two guest steps.
-const STEP_PAUSE: Duration = Duration::from_micros(100);
+/// Pause between two guest steps, unless `--guest-step-us` says otherwise.
+pub const STEP_PAUSE: Duration = Duration::from_micros(100);
 
 /// Handle on the vCPU thread; its state is the register.
 #[derive(Debug)]
@@ -20,10 +21,11 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
-    /// Spawns the vCPU thread, parked, with register `r`.
-    pub fn new(ram: Arc<GuestRam>, r: u64) -> Self {
+    /// Spawns the vCPU thread, parked, with register `r`, pausing `step`
+    /// between two guest steps.
+    pub fn new(ram: Arc<GuestRam>, r: u64, step: Duration) -> Self {
         Self {
-            worker: Parkable::spawn("vcpu0", r, move |turns| vcpu_loop(&turns, &ram)),
+            worker: Parkable::spawn("vcpu0", r, move |turns| vcpu_loop(&turns, &ram, step)),
         }
     }
 
@@ -49,7 +51,7 @@ impl Vcpu {
     }
 }
 
-fn vcpu_loop(turns: &Turns<u64>, ram: &GuestRam) {
+fn vcpu_loop(turns: &Turns<u64>, ram: &GuestRam, step: Duration) {
     loop {
         {
             // The guest step runs in the locked part of the turn, so a stop
@@ -58,7 +60,7 @@ fn vcpu_loop(turns: &Turns<u64>, ram: &GuestRam) {
             *r = r.wrapping_add(1);
             ram.write_record(*r);
         }
-        thread::sleep(STEP_PAUSE);
+        thread::sleep(step);
     }
 }
 
@@ -69,7 +71,7 @@ mod tests {
     #[test]
     fn stop_is_synchronous_and_r_continues() {
         let ram = Arc::new(GuestRam::new_memfd(crate::MIN_RAM_SIZE).unwrap());
-        let vcpu = Vcpu::new(Arc::clone(&ram), 41);
+        let vcpu = Vcpu::new(Arc::clone(&ram), 41, STEP_PAUSE);
         vcpu.stop();
         assert_eq!(ram.counter(), 0);
         vcpu.start();

@@ -5,6 +5,7 @@
 //! start until its reply is written.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -50,8 +51,15 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// A VM in `runstate` on `ram`, its vCPU parked with `r = 0`.
-    pub fn new(ram: GuestRam, runstate: RunState, autostart: bool, mutant: Option<Mutant>) -> Self {
+    /// A VM in `runstate` on `ram`, its vCPU parked with `r = 0`, pausing
+    /// `guest_step` between two guest steps.
+    pub fn new(
+        ram: GuestRam,
+        runstate: RunState,
+        autostart: bool,
+        mutant: Option<Mutant>,
+        guest_step: Duration,
+    ) -> Self {
         let ram = Arc::new(ram);
         Self {
             state: Mutex::new(VmState {
@@ -63,7 +71,7 @@ impl Vm {
                 outgoing: None,
             }),
             outbox: Outbox::default(),
-            vcpu: Vcpu::new(Arc::clone(&ram), 0),
+            vcpu: Vcpu::new(Arc::clone(&ram), 0, guest_step),
             ram,
             mutant,
             blk: None,

@@ -21,10 +21,11 @@ use cprkit_suite::Profile;
 use cprkit_suite::runner::{RunOptions, Verdicts, plan};
 
 use super::interrupt;
+use super::pool::Jobs;
 use super::run::{print_leaks, run_with_progress};
 use super::{RunDir, adapters, load_cases};
 
-pub fn run(vmm: &str, profile: Profile, out: &Path, jobs: usize, keep: bool) -> Result<ExitCode> {
+pub fn run(vmm: &str, profile: Profile, out: &Path, jobs: Jobs, keep: bool) -> Result<ExitCode> {
     let adapter = adapters(&[vmm.to_string()])?;
     let cases: Vec<_> = load_cases()?
         .into_iter()

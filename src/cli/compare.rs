@@ -23,6 +23,7 @@ use cprkit_report::compare::{self, Side};
 use cprkit_suite::runner::{RunOptions, plan};
 
 use super::interrupt;
+use super::pool::Jobs;
 use super::run::{print_leaks, run_with_progress};
 use super::{RunDir, load_cases};
 
@@ -64,7 +65,7 @@ fn read_side(which: &str, arg: &str, path: &Path, case: Option<&str>) -> Result<
     Side::from_json(arg, &text, case).map_err(|e| anyhow!("{which}: {}: {e}", path.display()))
 }
 
-pub fn run(a: &str, b: &str, case: Option<&str>, jobs: usize, format: Format) -> Result<ExitCode> {
+pub fn run(a: &str, b: &str, case: Option<&str>, jobs: Jobs, format: Format) -> Result<ExitCode> {
     let args = [("A", a), ("B", b)];
     let givens = [given("A", a)?, given("B", b)?];
     // Files first: a bad one is reported before any trial runs.

@@ -28,7 +28,7 @@ pub fn run(trial: &str, keep: bool) -> Result<ExitCode> {
     let root = RunDir::new()?;
     let trials = run_trials(
         std::slice::from_ref(p),
-        1,
+        super::pool::Jobs::Fixed(1),
         root.path(),
         &RunOptions { keep },
         &mut |_| {},

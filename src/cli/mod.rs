@@ -24,6 +24,7 @@ use cprkit_harness::trialdir::RunRoot;
 use cprkit_report::Partition;
 use cprkit_suite::runner::{Planned, plan};
 use cprkit_suite::{Case, Profile};
+use pool::Jobs;
 
 /// Fault-injection and conformance kit for cpr-transfer live update of VMMs.
 #[derive(Debug, Parser)]
@@ -84,9 +85,10 @@ enum Command {
     Run {
         #[command(flatten)]
         select: Select,
-        /// Trials run at once.
-        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
-        jobs: usize,
+        /// Trials run at once: a number, or auto (the default: one per CPU,
+        /// and more while the machine has a core to spare).
+        #[arg(long, short = 'j', default_value = "auto", value_parser = parse_jobs)]
+        jobs: Jobs,
         /// Keep each trial's directory (sockets, logs).
         #[arg(long)]
         keep: bool,
@@ -117,9 +119,10 @@ enum Command {
         /// The bundle's directory (created; a previous bundle there is replaced).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Trials run at once.
-        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
-        jobs: usize,
+        /// Trials run at once: a number, or auto (the default: one per CPU,
+        /// and more while the machine has a core to spare).
+        #[arg(long, short = 'j', default_value = "auto", value_parser = parse_jobs)]
+        jobs: Jobs,
         /// Keep each trial's directory (sockets, logs).
         #[arg(long)]
         keep: bool,
@@ -135,9 +138,10 @@ enum Command {
     },
     /// Every refvmm mutant against the matrix: which rules caught it.
     Selftest {
-        /// Trials run at once.
-        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
-        jobs: usize,
+        /// Trials run at once: a number, or auto (the default: one per CPU,
+        /// and more while the machine has a core to spare).
+        #[arg(long, short = 'j', default_value = "auto", value_parser = parse_jobs)]
+        jobs: Jobs,
         /// Only the trials whose case name or full trial name matches this glob.
         #[arg(long = "case")]
         case: Option<String>,
@@ -160,24 +164,34 @@ enum Command {
         /// glob (on both sides, files included).
         #[arg(long = "case")]
         case: Option<String>,
-        /// Trials run at once (both sides' trials share them).
-        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
-        jobs: usize,
+        /// Trials run at once, a number or auto (both sides' trials share them).
+        #[arg(long, short = 'j', default_value = "auto", value_parser = parse_jobs)]
+        jobs: Jobs,
         /// markdown: for people; json: docs/compare.schema.json.
         #[arg(long, value_enum, default_value_t = compare::Format::Markdown)]
         format: compare::Format,
     },
-    /// Time the full refvmm matrix and one bare handover, side by side.
+    /// Time the kit: its trial beside a bare handover, each VMM's matrix at
+    /// --jobs 1, 2, 4, 8 and auto, and selftest, side by side.
     Bench {
-        /// The VMM to time.
-        #[arg(long, default_value = "refvmm", long_help = cprkit_adapters::vmm_help())]
-        vmm: String,
-        /// Trials run at once in the matrix.
-        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
-        jobs: usize,
+        /// The VMMs to time (repeat for several); refvmm and QEMU by default
+        /// (a VMM that is not installed is said not run).
+        #[arg(long = "vmm", default_values_t = ["refvmm".to_string(), "qemu".to_string()], long_help = vmm_help_repeat())]
+        vmm: Vec<String>,
+        /// Trials run at once in the matrices and selftest, a number or auto
+        /// (the scaling table times 1, 2, 4 and 8 as well).
+        #[arg(long, short = 'j', default_value = "auto", value_parser = parse_jobs)]
+        jobs: Jobs,
         /// Bare handovers and fault-free trials to time (the median is reported).
         #[arg(long, default_value_t = 10)]
         samples: usize,
+        /// Quick: the memory-running case only in the matrices and selftest,
+        /// at most 3 samples.
+        #[arg(long)]
+        quick: bool,
+        /// Do not time selftest.
+        #[arg(long)]
+        no_selftest: bool,
     },
 }
 
@@ -197,12 +211,15 @@ fn compare_arg_help(what: &str) -> String {
     )
 }
 
-/// `--jobs N`: at least one trial at a time.
-fn parse_jobs(text: &str) -> Result<usize, String> {
+/// `--jobs N`: at least one trial at a time; `auto`: as the load allows.
+fn parse_jobs(text: &str) -> Result<Jobs, String> {
+    if text == "auto" {
+        return Ok(Jobs::Auto);
+    }
     match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1 (trials run at once)".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
+        Ok(0) => Err("must be at least 1 (trials run at once), or auto".into()),
+        Ok(n) => Ok(Jobs::Fixed(n)),
+        Err(e) => Err(format!("{e} (a number of trials, or auto)")),
     }
 }
 
@@ -213,12 +230,6 @@ fn parse_repeat(text: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }
-}
-
-fn default_jobs() -> usize {
-    std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(2)
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -261,7 +272,19 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             jobs,
             format,
         } => compare::run(&a, &b, case.as_deref(), jobs, format),
-        Command::Bench { vmm, jobs, samples } => bench::run(&vmm, jobs, samples),
+        Command::Bench {
+            vmm,
+            jobs,
+            samples,
+            quick,
+            no_selftest,
+        } => bench::run(&bench::Options {
+            vmms: vmm,
+            jobs,
+            samples,
+            quick,
+            selftest: !no_selftest,
+        }),
     }
 }
 

@@ -11,7 +11,35 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use cprkit_harness::loadgate::LoadGate;
+
 use super::interrupt::Stop;
+
+/// How many trials run at once (`--jobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jobs {
+    /// This many, whatever the load.
+    Fixed(usize),
+    /// `auto`, the default: one per CPU, and more while the machine has a
+    /// core to spare (trials that wait need none), up to
+    /// [`cprkit_harness::loadgate::TRIALS_PER_CPU`] per CPU.
+    Auto,
+}
+
+impl From<usize> for Jobs {
+    fn from(n: usize) -> Self {
+        Jobs::Fixed(n)
+    }
+}
+
+impl std::fmt::Display for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Jobs::Fixed(n) => write!(f, "{n}"),
+            Jobs::Auto => write!(f, "auto (by load, up to {})", LoadGate::default().most()),
+        }
+    }
+}
 
 /// Why the run did not wait for the trials in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +88,7 @@ enum Msg<R> {
 /// thread for each result as it comes.
 pub fn run<P, R>(
     items: Arc<Vec<P>>,
-    jobs: usize,
+    jobs: impl Into<Jobs>,
     work: Arc<dyn Fn(&P) -> R + Send + Sync>,
     on_done: &mut dyn FnMut(&R),
     stop: &'static Stop,
@@ -78,21 +106,38 @@ where
         let _ = woken.send(Msg::Woken);
     });
     let mut workers = Vec::new();
-    for n in 0..jobs.max(1).min(total) {
-        let (items, next, work, tx) = (
+    let (threads, gate) = match jobs.into() {
+        Jobs::Fixed(n) => (n, None),
+        Jobs::Auto => {
+            let gate = LoadGate::default();
+            (gate.most(), Some(Arc::new(gate)))
+        }
+    };
+    for n in 0..threads.max(1).min(total) {
+        let (items, next, work, tx, gate) = (
             Arc::clone(&items),
             Arc::clone(&next),
             Arc::clone(&work),
             tx.clone(),
+            gate.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name(format!("trials-{n}"))
             .spawn(move || {
                 while stop.count() == 0 {
+                    // By load: the next item once the machine has room.
+                    let admitted = match gate.as_deref() {
+                        Some(g) => match g.admit(|| stop.count() > 0) {
+                            Some(a) => Some(a),
+                            None => break,
+                        },
+                        None => None,
+                    };
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(item) = items.get(i) else { break };
                     // Sent to a run that quit waiting: nobody reads it.
                     let _ = tx.send(Msg::Done(i, work(item)));
+                    drop(admitted);
                 }
                 let _ = tx.send(Msg::WorkerEnded);
             });

@@ -20,6 +20,7 @@ use cprkit_suite::repeat;
 use cprkit_suite::runner::{Planned, RunOptions, TrialResult, Verdicts, run_one};
 
 use super::interrupt::{self, INTERRUPTED};
+use super::pool::Jobs;
 use super::pool::{self, Quit, Slot, Stopped};
 use super::table::{Expectations, print_summary, print_table};
 use super::{RunDir, Select, load_cases};
@@ -37,7 +38,7 @@ pub enum Format {
 
 /// How `cprkit run` runs and reports.
 pub struct Options<'a> {
-    pub jobs: usize,
+    pub jobs: Jobs,
     pub keep: bool,
     pub format: Format,
     /// `--known-violations FILE`.
@@ -263,7 +264,7 @@ fn quit_why(q: Quit) -> String {
 /// done or a signal stops the run (see [`interrupt`]).
 pub fn run_with_progress(
     planned: &[Planned],
-    jobs: usize,
+    jobs: Jobs,
     root: &Path,
     opts: &RunOptions,
 ) -> Trials {
@@ -308,7 +309,7 @@ pub fn run_with_progress(
 /// done or a signal stops the run (see [`interrupt`]).
 pub fn run_trials(
     planned: &[Planned],
-    jobs: usize,
+    jobs: Jobs,
     root: &Path,
     opts: &RunOptions,
     on_done: &mut dyn FnMut(&TrialResult),

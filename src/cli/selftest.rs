@@ -13,10 +13,11 @@ use cprkit_harness::rules::RULES;
 use cprkit_suite::runner::{RunOptions, Verdicts, plan};
 
 use super::interrupt;
+use super::pool::Jobs;
 use super::run::{print_leaks, run_with_progress};
 use super::{RunDir, adapters, load_cases};
 
-pub fn run(jobs: usize, case: Option<&str>) -> Result<ExitCode> {
+pub fn run(jobs: Jobs, case: Option<&str>) -> Result<ExitCode> {
     let names = RefVmm::family();
     let cases = load_cases()?;
     let planned = plan(&adapters(&names)?, &cases, case);

@@ -75,7 +75,9 @@ pub fn image() -> Vec<u8> {
 /// content is reused) and returns its path. The file appears whole or not at
 /// all (written aside, then renamed).
 pub fn write_into(dir: &Path) -> io::Result<PathBuf> {
-    crate::guest_file::write_image(dir, FILE_NAME, &image())
+    // Built once per run: every trial's image is the same.
+    static IMAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    crate::guest_file::write_image(dir, FILE_NAME, IMAGE.get_or_init(image))
 }
 
 #[cfg(test)]

@@ -138,7 +138,9 @@ pub fn image() -> Vec<u8> {
 /// Writes the image into `dir` (reused when already there with the right
 /// content) and returns its path; it appears whole or not at all.
 pub fn write_into(dir: &Path) -> io::Result<PathBuf> {
-    crate::guest_file::write_image(dir, FILE_NAME, &image())
+    // Built once per run: every trial's image is the same.
+    static IMAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    crate::guest_file::write_image(dir, FILE_NAME, IMAGE.get_or_init(image))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! rules the kit's self-test expects to catch each of them.
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::qmp_monitor::connect_qmp;
 use cprkit_harness::adapter::{
@@ -47,6 +47,8 @@ pub struct RefVmm {
     name: String,
     mutant: Option<String>,
     launcher: Launcher,
+    /// The guest's pause between two writes, when not refvmm's own.
+    guest_step: Option<Duration>,
 }
 
 /// The argument with which a program that hosts refvmm runs it instead of
@@ -60,6 +62,26 @@ pub const REFVMM: Helper = Helper {
     bin: "refvmm",
     hosted_arg: HOSTED_REFVMM_ARG,
 };
+
+/// The variable that gives refvmm's guest a slower step (microseconds
+/// between two of its writes, refvmm's `--guest-step-us`): a slow guest, for
+/// testing the kit's watches that are derived from the guest's write rate.
+pub const GUEST_STEP_ENV: &str = "CPRKIT_REFVMM_GUEST_STEP_US";
+
+fn guest_step_from_env() -> Result<Option<Duration>, VmmError> {
+    match std::env::var(GUEST_STEP_ENV) {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(|us| Some(Duration::from_micros(us)))
+            .map_err(|_| {
+                VmmError::Environment(format!(
+                    "${GUEST_STEP_ENV} is {v:?}: microseconds, a whole number"
+                ))
+            }),
+    }
+}
 
 /// Where refvmm is: $CPRKIT_REFVMM, else beside the running program, else the
 /// running program itself if it hosts refvmm.
@@ -92,6 +114,7 @@ impl RefVmm {
             name,
             mutant: mutant.map(str::to_string),
             launcher: refvmm_binary()?,
+            guest_step: guest_step_from_env()?,
         })
     }
 
@@ -141,6 +164,9 @@ impl Adapter for RefVmm {
         }
         if let Some(m) = &self.mutant {
             cmd.arg("--mutant").arg(m);
+        }
+        if let Some(step) = self.guest_step {
+            cmd.arg("--guest-step-us").arg(step.as_micros().to_string());
         }
         Ok(cmd)
     }

@@ -138,7 +138,17 @@ impl DeviceDaemon {
         let control = dir.join("device-ctl.sock");
         let cmd = match setup.backend {
             Backend::Kit => {
-                let mut cmd = DEVICE_DAEMON.locate()?.command();
+                // Found once per run: where it is does not change.
+                static FOUND: std::sync::OnceLock<crate::launcher::Launcher> =
+                    std::sync::OnceLock::new();
+                let launcher = match FOUND.get() {
+                    Some(l) => l,
+                    None => {
+                        let l = DEVICE_DAEMON.locate()?;
+                        FOUND.get_or_init(|| l)
+                    }
+                };
+                let mut cmd = launcher.command();
                 cmd.arg("--socket")
                     .arg(&socket)
                     .arg("--control")

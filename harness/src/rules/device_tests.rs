@@ -68,6 +68,7 @@ impl Dev {
             source_runstate: Some("finish-migrate".into()),
             counter: Some((5, 5)),
             forwarded: true,
+            watch: None,
         });
         r.source.migration = Some(MigrationInfo {
             status: "completed".into(),

@@ -29,6 +29,9 @@ pub fn ord1(r: &TrialRecord) -> Verdict {
         ),
         None => format!("at {}: source runstate {runstate}", ms(c.at)),
     };
+    if let Some(w) = &c.watch {
+        detail.push_str(&format!("; {w}"));
+    }
     if device_io > 0 {
         detail.push_str(&format!(
             "; {device_io} device I/O request(s) of the source after the cut-over"

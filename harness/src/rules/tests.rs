@@ -68,6 +68,7 @@ impl Rec {
                 source_runstate: Some("finish-migrate".into()),
                 counter: Some((CUT, CUT)),
                 forwarded: true,
+                watch: None,
             }),
             target_init: Some(TargetInit {
                 at: ms(30),

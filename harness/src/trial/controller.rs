@@ -21,7 +21,7 @@ use crate::timeline::{Actor, Timeline, What};
 use crate::trialdir::TrialDir;
 use crate::unixnet;
 
-use super::{Controller, STARTUP, Side, Signal, TrialError, TrialSpec};
+use super::{Controller, STARTUP, Side, Signal, TrialError, TrialSpec, watch};
 
 impl<'a> Controller<'a> {
     pub(super) fn new(
@@ -56,6 +56,8 @@ impl<'a> Controller<'a> {
             source_status: None,
             main_route: None,
             hang_pending: false,
+            write_rate: None,
+            request_interval: None,
             record,
         }
     }
@@ -180,7 +182,9 @@ impl<'a> Controller<'a> {
         if self.bad_request() != Some(BadRequest::PrivateRam) {
             source.ram = Some(self.open_ram(source.proc.pid())?);
             self.record.source_ram_inode = source.ram.as_ref().map(GuestRam::inode);
-            self.wait_guest_started(source.ram.as_ref().expect("just opened"))?;
+            let ram = source.ram.as_ref().expect("just opened");
+            self.wait_guest_started(ram)?;
+            self.write_rate = watch::measure_writes(ram, self.spec.settle);
         }
         if source_spec_has_device {
             self.wait_device_started(source.proc.pid())?;

@@ -10,7 +10,7 @@ use crate::faults;
 use crate::record::DeviceObs;
 use crate::timeline::{Actor, What};
 
-use super::{Controller, STARTUP, Signal, TrialError};
+use super::{Controller, STARTUP, Signal, TrialError, watch};
 
 /// How long the kit waits for a dead side's device connections to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -58,8 +58,20 @@ impl Controller<'_> {
                 "the device daemon died before the source took the device".into()
             }));
         }
-        if self.adapter.guest_probe().device_io && d.wait_io(source_pid, 0, STARTUP)?.is_none() {
-            return Err(setup_err("the source's guest never did device I/O".into()));
+        if self.adapter.guest_probe().device_io {
+            let Some(first) = d.wait_io(source_pid, 0, STARTUP)? else {
+                return Err(setup_err("the source's guest never did device I/O".into()));
+            };
+            // The guest's request rate, for the cut-over watch's bound.
+            let (mut last, mut timed) = (first.clone(), 0u32);
+            for _ in 0..watch::RATE_REQUESTS {
+                match d.wait_io(source_pid, last.seq, self.spec.settle)? {
+                    Some(e) => (last, timed) = (e, timed + 1),
+                    None => break,
+                }
+            }
+            self.request_interval = (timed > 0)
+                .then(|| Duration::from_nanos(last.t_ns.saturating_sub(first.t_ns)) / timed);
         }
         Ok(())
     }
@@ -129,6 +141,33 @@ impl Controller<'_> {
         match read {
             Ok(r) => self.device_obs().expect("a device").at_cutover = Some(r),
             Err(e) => self.device_error(e),
+        }
+    }
+
+    /// During the cut-over hold, until `deadline`: waits for an I/O request
+    /// of the source after the cut-over mark (the device half of the watch),
+    /// ending as soon as one is in the ledger.
+    pub(super) fn watch_device_io(&mut self, deadline: Instant) {
+        let source = self.source.as_ref().map(|s| s.proc.pid());
+        let mark = self
+            .record
+            .device
+            .as_ref()
+            .and_then(|o| o.at_cutover.as_ref())
+            .map(|(m, _)| *m);
+        let Some(d) = self.device.as_mut().filter(|d| d.observable()) else {
+            return;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let seen = match (source, mark) {
+            (Some(pid), Some(mark)) => d.wait_io(pid, mark, left),
+            _ => {
+                std::thread::sleep(left);
+                Ok(None)
+            }
+        };
+        if let Err(e) = seen {
+            self.device_error(e);
         }
     }
 

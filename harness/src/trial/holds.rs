@@ -8,14 +8,21 @@ use crate::faults::{ChannelAct, Fault, Injection, Victim};
 use crate::guestmem::{GuestRam, held_memfd_inodes, mapped_memfd_inodes};
 use crate::interposer::{Dir, Directive, Held};
 use crate::plan::Step;
+use crate::procinfo;
 use crate::record::{CancelObs, CutOver, TargetInit};
 use crate::timeline::{Actor, What};
 
-use super::{CUTOVER_WATCH, Controller};
+use super::{Controller, watch};
 
-/// How long a fault at main-stream waits for a source that may already have
-/// sent its whole stream to report so.
+/// How long a fault at main-stream waits at most for a source that may
+/// already have sent its whole stream to report so.
 const SOURCE_DONE_WAIT: Duration = Duration::from_millis(100);
+/// Readings in a row, [`IDLE_SAMPLE`] apart, that find every thread of the
+/// source blocked: a source with nothing left to do that is not waiting on
+/// anything outside it (the target's answer, the held channel) would have
+/// run in between, so it has nothing to report on its own.
+const IDLE_SAMPLES: u32 = 3;
+const IDLE_SAMPLE: Duration = Duration::from_millis(1);
 
 impl Controller<'_> {
     /// What the kit does at a hold point: observe, then inject the fault if it is here.
@@ -30,13 +37,22 @@ impl Controller<'_> {
         // kit first lets such a source say it is done (bounded), so that its
         // report always comes before the fault.
         let stream_fault = h.step == Step::MainStream && self.fault_at(h.step).is_some();
+        // The wait ends at the source's report, its exit, or once the source
+        // sits blocked (it waits for something from outside: nothing more
+        // comes from it while the kit holds); the bound is for a source that
+        // keeps busy without reporting.
         if stream_fault {
             let deadline = Instant::now() + SOURCE_DONE_WAIT;
+            let pid = self.source.as_ref().map(|s| s.proc.pid());
+            let mut idle = 0;
             while !self.source_terminal_polled()
                 && self.alive(Role::Source)
                 && Instant::now() < deadline
+                && idle < IDLE_SAMPLES
             {
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(IDLE_SAMPLE);
+                let blocked = pid.and_then(procinfo::all_threads_blocked) == Some(true);
+                idle = if blocked { idle + 1 } else { 0 };
             }
         }
         if (self.source_terminal() && !stream_fault) || !self.alive(Role::Source) {
@@ -215,21 +231,39 @@ impl Controller<'_> {
 
     pub(super) fn observe_cutover(&mut self, h: Held, source_runstate: Option<String>) {
         self.observe_device_cutover();
+        let device = self.device.as_ref().is_some_and(|d| d.observable());
+        let watch = watch::bound(
+            self.write_rate,
+            self.request_interval,
+            device && self.adapter.guest_probe().device_io,
+            self.spec.settle,
+        );
+        let start = Instant::now();
+        let (deadline, ceiling) = (start + watch.bound, start + self.spec.settle);
         let ram = self.source.as_ref().and_then(|s| s.ram.as_ref());
+        let pid = self.source.as_ref().map(|s| s.proc.pid());
+        // The counter is read until it moves (then the evidence is in) or
+        // the bound passes.
         let counter = ram.and_then(|r| {
             let before = r.counter().ok()?;
-            std::thread::sleep(CUTOVER_WATCH);
-            Some((before, r.counter().ok()?))
+            Some((
+                before,
+                watch::watch_counter(r, before, deadline, ceiling, pid)?,
+            ))
         });
-        if counter.is_none() && self.device.is_some() {
-            // No guest RAM to watch: the device's ledger is watched alone.
-            std::thread::sleep(CUTOVER_WATCH);
+        let watched = counter.is_some() || device;
+        if device {
+            // The device's ledger is watched for the source's I/O until the
+            // bound, ending at the first request seen.
+            self.watch_device_io(deadline);
         }
         self.observe_device_cutover_end();
         if let Some((a, b)) = counter {
             self.timeline.record(
                 Actor::Source,
-                What::Sample(format!("guest counter {a} -> {b} while the fds were held")),
+                What::Sample(format!(
+                    "guest counter {a} -> {b} while the fds were held ({watch})"
+                )),
             );
         }
         self.record.cutover = Some(CutOver {
@@ -238,6 +272,7 @@ impl Controller<'_> {
             source_runstate,
             counter,
             forwarded: false,
+            watch: watched.then_some(watch),
         });
     }
 

@@ -13,6 +13,7 @@ mod device;
 mod ending;
 mod holds;
 mod signals;
+mod watch;
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -100,8 +101,6 @@ fn log_tail(log: &std::path::Path) -> String {
     format!("{name}, last lines: {}", tail.join(" | "))
 }
 
-/// The time the kit holds the first fds to see whether the guest still runs.
-const CUTOVER_WATCH: Duration = Duration::from_millis(20);
 /// Bounds of start-up steps that are not under test.
 const STARTUP: Duration = Duration::from_secs(10);
 
@@ -152,6 +151,10 @@ struct Controller<'a> {
     main_route: Option<crate::interposer::Route>,
     /// A hang-target fault waiting for its cancel at the next hold.
     hang_pending: bool,
+    /// The guest's rates, measured while it ran before the migrate: the mean
+    /// time between two counter writes, and between two device requests.
+    write_rate: Option<watch::WriteRate>,
+    request_interval: Option<Duration>,
     record: TrialRecord,
 }
 
