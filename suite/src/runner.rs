@@ -13,6 +13,7 @@ use cprkit_harness::outcome::Outcome;
 use cprkit_harness::plan::FaultPoint;
 use cprkit_harness::record::TrialRecord;
 use cprkit_harness::rules::{self, Verdict};
+use cprkit_harness::schedule::Schedule;
 use cprkit_harness::trial::{self, TrialSpec};
 
 use crate::{Case, TrialId};
@@ -129,7 +130,7 @@ fn spec_for(id: &TrialId, case: &Case, point: Option<FaultPoint>, opts: &RunOpti
     TrialSpec {
         name: id.name(),
         guest: case.guest,
-        point,
+        schedule: Schedule::single(point),
         settle: case.settle,
         migration_bound: MIGRATION_BOUND,
         capabilities: case.capabilities.clone(),
