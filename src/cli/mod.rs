@@ -5,6 +5,7 @@ mod bench;
 mod certify;
 mod compare;
 mod explain;
+mod fuzz;
 mod interrupt;
 mod list;
 mod pool;
@@ -167,6 +168,56 @@ enum Command {
         #[arg(long, value_enum, default_value_t = compare::Format::Markdown)]
         format: compare::Format,
     },
+    /// Random fault schedules against one VMM, judged by every rule: each
+    /// trial draws one to K faults (several steps, both sides), channel holds
+    /// and a device delay from its seed; a failing trial is replayed, shrunk
+    /// and printed with the command that replays it.
+    /// Exit 0: nothing beyond the VMM's known violations, no error, hang or
+    /// leak; 1 otherwise; 130/143 on SIGINT/SIGTERM.
+    Fuzz {
+        /// The VMM under test.
+        #[arg(long, default_value = "refvmm", long_help = cprkit_adapters::vmm_help())]
+        vmm: String,
+        /// Only the cases whose name matches this glob.
+        #[arg(long = "case")]
+        case: Option<String>,
+        /// Trials to run.
+        #[arg(long, default_value_t = 100, conflicts_with = "time")]
+        trials: usize,
+        /// Run trials for this long instead (90s, 10m, 1h).
+        #[arg(long, value_parser = fuzz::parse_duration)]
+        time: Option<std::time::Duration>,
+        /// The run's seed (each trial's seed is drawn from it); default: the clock, printed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// At most this many faults per trial.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=8))]
+        faults: u64,
+        /// Trials run at once.
+        #[arg(long, short = 'j', default_value_t = default_jobs(), value_parser = parse_jobs)]
+        jobs: usize,
+        /// Run the trial of this seed only (as a failing trial prints it).
+        #[arg(long, value_name = "SEED", conflicts_with = "schedule")]
+        replay: Option<u64>,
+        /// Run this schedule on --case (one case): FAULT@STEP,...;hold=STEP:MS,...;delay=MS.
+        #[arg(long, value_parser = |s: &str| s.parse::<cprkit_harness::schedule::Schedule>().map_err(|e| e.to_string()))]
+        schedule: Option<cprkit_harness::schedule::Schedule>,
+        /// The guest's state for --schedule (default: the case's).
+        #[arg(long, value_parser = fuzz::parse_guest, requires = "schedule")]
+        guest: Option<cprkit_harness::plan::GuestState>,
+        /// Runs of a failing trial after the first, and of its shrunk schedule.
+        #[arg(long, default_value_t = 3)]
+        replays: usize,
+        /// Trials the shrinker may run for one failing trial.
+        #[arg(long, default_value_t = 40)]
+        shrink_budget: usize,
+        /// Failing trials to replay and shrink (the others are listed).
+        #[arg(long, default_value_t = 5)]
+        investigate: usize,
+        /// Keep each trial's directory (sockets, logs).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Time the full refvmm matrix and one bare handover, side by side.
     Bench {
         /// The VMM to time.
@@ -261,6 +312,46 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             jobs,
             format,
         } => compare::run(&a, &b, case.as_deref(), jobs, format),
+        Command::Fuzz {
+            vmm,
+            case,
+            trials,
+            time,
+            seed,
+            faults,
+            jobs,
+            replay,
+            schedule,
+            guest,
+            replays,
+            shrink_budget,
+            investigate,
+            keep,
+        } => fuzz::run(
+            &fuzz::Campaign {
+                vmm,
+                case,
+                budget: match time {
+                    Some(t) => fuzz::Budget::Time(t),
+                    None => fuzz::Budget::Trials(trials),
+                },
+                seed: seed.unwrap_or_else(fuzz::fresh_seed),
+                faults: faults as usize,
+                jobs,
+                effort: cprkit_suite::fuzz::Effort {
+                    replays,
+                    budget: shrink_budget,
+                },
+                investigate,
+                keep,
+                progress: true,
+            },
+            &fuzz::One {
+                replay,
+                schedule,
+                guest,
+            },
+        ),
         Command::Bench { vmm, jobs, samples } => bench::run(&vmm, jobs, samples),
     }
 }

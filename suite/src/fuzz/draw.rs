@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use cprkit_harness::plan::{FaultPoint, GuestState};
+use cprkit_harness::plan::{DEVICE_DELAY, Fault, FaultPoint, GuestState};
 use cprkit_harness::schedule::{ChannelHold, HOLD_STEPS, Schedule};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
@@ -93,6 +93,12 @@ pub fn draw(seed: u64, cases: &[Candidate], max_faults: usize) -> Drawn {
             faults = next;
         }
     }
+    // A delay without a device-delay means nothing: the standard one.
+    let delay = if faults.iter().any(|p| p.fault == Fault::DeviceDelay) {
+        delay
+    } else {
+        DEVICE_DELAY
+    };
     let schedule = Schedule::new(faults, holds, delay).expect("every part checked");
     Drawn {
         seed,
@@ -105,7 +111,6 @@ pub fn draw(seed: u64, cases: &[Candidate], max_faults: usize) -> Drawn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cprkit_harness::plan::Fault;
 
     fn cases() -> Vec<Candidate> {
         vec![
