@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use cprkit_adapters::refvmm_adapter::MUTANT_EXPECTATIONS;
+use cprkit_adapters::refvmm_adapter::{FUZZ_ONLY_MUTANTS, MUTANT_EXPECTATIONS};
 use cprkit_suite::snapshots_dir;
 
 /// Rule -> number of trials that broke it, over every snapshot in `dir`.
@@ -55,6 +55,19 @@ fn each_mutant_is_caught_by_its_rule() {
         assert!(
             expected.iter().any(|r| broken.contains_key(*r)),
             "{mutant}: its snapshots break {broken:?}, none of {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn a_fuzz_only_mutant_breaks_nothing_in_the_matrix() {
+    for (mutant, _) in FUZZ_ONLY_MUTANTS {
+        let dir = snapshots_dir().join(format!("refvmm-{mutant}"));
+        let (trials, broken) = broken_rules(&dir);
+        assert!(trials > 100, "{mutant}: only {trials} snapshots");
+        assert!(
+            broken.is_empty(),
+            "{mutant}: one fault already shows its bug: {broken:?}"
         );
     }
 }

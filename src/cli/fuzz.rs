@@ -230,7 +230,8 @@ pub fn schedule_command(vmm: &str, case: &str, guest: GuestState, s: &Schedule) 
 
 /// Prints a finding: the original beside the shrunk schedule, the replays,
 /// and the commands.
-pub fn print_finding(c: &Campaign, f: &Finding) {
+/// `seeded`: the trial was drawn from its seed (else spelled out).
+pub fn print_finding(c: &Campaign, f: &Finding, seeded: bool) {
     let d = &f.drawn;
     println!(
         "FAIL {} seed {}: {} {}",
@@ -265,7 +266,14 @@ pub fn print_finding(c: &Campaign, f: &Finding) {
             "NEW: beyond the VMM's known violations"
         }
     );
-    println!("  replay: {}", replay_command(c, d));
+    if seeded {
+        println!("  replay: {}", replay_command(c, d));
+    } else {
+        println!(
+            "  replay: {}",
+            schedule_command(&c.vmm, &d.case, d.guest, &d.schedule)
+        );
+    }
     println!(
         "  shrunk: {}",
         schedule_command(&c.vmm, &d.case, d.guest, &f.shrunk.schedule)
@@ -275,7 +283,7 @@ pub fn print_finding(c: &Campaign, f: &Finding) {
 /// Prints a campaign's summary; true if it found nothing new and left nothing.
 pub fn print_outcome(c: &Campaign, o: &Outcome) -> bool {
     for f in &o.findings {
-        print_finding(c, f);
+        print_finding(c, f, true);
     }
     for (d, v) in o.failed.iter().skip(o.findings.len()) {
         println!(
@@ -418,7 +426,7 @@ fn run_one(c: &Campaign, one: &One) -> Result<ExitCode> {
     let leaks = Some(Leaks::check(&before, Some(root.path())));
     drop(root);
     if let Some(f) = &finding {
-        print_finding(c, f);
+        print_finding(c, f, one.replay.is_some());
     }
     let clean = super::run::print_leaks(&leaks);
     if let Some(code) = interrupt::exit_code() {
