@@ -58,6 +58,11 @@ pub struct Outcome {
     pub passed: usize,
     /// Failing trials, by seed, with what broke.
     pub failed: Vec<(Drawn, Verdicted)>,
+    /// Failing trials whose every break the VMM's known violations expect.
+    pub known_failures: usize,
+    /// Failing trials with a break beyond the known violations (all of
+    /// them for a VMM without a list), in seed order.
+    pub unexpected: Vec<(Drawn, Verdicted)>,
     pub errors: Vec<(Drawn, String)>,
     pub hangs: Vec<Drawn>,
     pub findings: Vec<Finding>,
@@ -169,32 +174,57 @@ pub fn campaign(c: &Campaign) -> Result<Outcome> {
         }
     }
     let known = known_of(&target);
+    let vmm = target.adapter.name().to_string();
+    // A failure whose every break the VMM's known violations expect is
+    // known; the others are investigated, on their first unexpected break.
+    let mut unexpected_failures = Vec::new();
+    let mut known_failures = 0;
+    for (d, v) in &failed {
+        let Verdicted::Fail(breaks) = v else {
+            continue;
+        };
+        match fuzz::unexpected(&vmm, d, breaks, known.as_ref())
+            .into_iter()
+            .next()
+        {
+            Some(b) => unexpected_failures.push((d.clone(), v.clone(), b)),
+            None => known_failures += 1,
+        }
+    }
     let mut findings = Vec::new();
-    for (d, v) in failed.iter().take(c.investigate) {
+    for (d, v, b) in unexpected_failures.iter().take(c.investigate) {
         if STOP.signal().is_some() {
             break;
         }
         if c.progress {
-            eprintln!("investigating seed {}: replays, then shrinking", d.seed);
+            eprintln!(
+                "investigating seed {} ({}): replays, then shrinking",
+                d.seed, b.rule
+            );
         }
-        findings.extend(fuzz::investigate(
+        findings.push(fuzz::investigate(
             &target,
             d,
             v.clone(),
+            b.clone(),
             c.effort,
             root.path(),
             &opts,
             known.as_ref(),
         ));
     }
-    let leaks = STOP
-        .signal()
-        .is_none()
-        .then(|| Leaks::check(&before, Some(root.path())));
+    // Every trial started has ended (the threads are joined): the census
+    // holds even after a signal.
+    let leaks = Some(Leaks::check(&before, Some(root.path())));
     drop(root);
     Ok(Outcome {
         trials,
         passed,
+        known_failures,
+        unexpected: unexpected_failures
+            .into_iter()
+            .map(|(d, v, _)| (d, v))
+            .collect(),
         failed,
         errors,
         hangs,
@@ -280,12 +310,13 @@ pub fn print_finding(c: &Campaign, f: &Finding, seeded: bool) {
     );
 }
 
-/// Prints a campaign's summary; true if it found nothing new and left nothing.
+/// Prints a campaign's summary; true if it found nothing beyond the known
+/// violations and left nothing behind.
 pub fn print_outcome(c: &Campaign, o: &Outcome) -> bool {
     for f in &o.findings {
         print_finding(c, f, true);
     }
-    for (d, v) in o.failed.iter().skip(o.findings.len()) {
+    for (d, v) in o.unexpected.iter().skip(o.findings.len()) {
         println!(
             "FAIL {} seed {}: {} (not investigated; replay: {})",
             d.case,
@@ -297,6 +328,15 @@ pub fn print_outcome(c: &Campaign, o: &Outcome) -> bool {
     for (d, e) in &o.errors {
         println!("ERROR {} seed {}: {e}", d.case, d.seed);
     }
+    for d in &o.hangs {
+        println!(
+            "HANG {} seed {}: over {} s (replay: {})",
+            d.case,
+            d.seed,
+            HANG_BOUND.as_secs(),
+            replay_command(c, d)
+        );
+    }
     for (case, why) in &o.not_run {
         println!("not run: {case}: {why}");
     }
@@ -305,9 +345,8 @@ pub fn print_outcome(c: &Campaign, o: &Outcome) -> bool {
         .iter()
         .filter(|f| f.replays.intermittent())
         .count();
-    let new = o.findings.iter().filter(|f| !f.known).count();
     println!(
-        "fuzz {}: {} trials in {:.1} s ({:.1} trials/min), seed {}, up to {} faults: {} passed, {} failed ({} investigated, {} intermittent, {} beyond the known violations), {} errors, {} hangs",
+        "fuzz {}: {} trials in {:.1} s ({:.1} trials/min), seed {}, up to {} faults: {} passed, {} failed ({} only as the known violations expect, {} beyond them: {} investigated, {} intermittent), {} errors, {} hangs",
         c.vmm,
         o.trials,
         o.elapsed.as_secs_f64(),
@@ -316,15 +355,15 @@ pub fn print_outcome(c: &Campaign, o: &Outcome) -> bool {
         c.faults,
         o.passed,
         o.failed.len(),
+        o.known_failures,
+        o.unexpected.len(),
         o.findings.len(),
         intermittent,
-        new,
         o.errors.len(),
         o.hangs.len()
     );
     let clean = super::run::print_leaks(&o.leaks);
-    let uninvestigated = o.failed.len() > o.findings.len();
-    clean && new == 0 && !uninvestigated && o.errors.is_empty() && o.hangs.is_empty()
+    clean && o.unexpected.is_empty() && o.errors.is_empty() && o.hangs.is_empty()
 }
 
 /// `cprkit fuzz --replay SEED` or `--schedule S`: one trial, replayed.
@@ -391,16 +430,24 @@ fn run_one(c: &Campaign, one: &One) -> Result<ExitCode> {
     let root = RunDir::new()?;
     let opts = RunOptions { keep: c.keep };
     let first = fuzz::run_drawn(&target, &d, root.path(), &opts);
+    let known = known_of(&target);
     let finding = match &first {
-        Verdicted::Fail(_) => fuzz::investigate(
-            &target,
-            &d,
-            first.clone(),
-            c.effort,
-            root.path(),
-            &opts,
-            known_of(&target).as_ref(),
-        ),
+        Verdicted::Fail(breaks) => {
+            let unexpected = fuzz::unexpected(target.adapter.name(), &d, breaks, known.as_ref());
+            // Shrunk on its first break beyond the known violations, else
+            // on its first break.
+            let broken = unexpected.first().unwrap_or(&breaks[0]).clone();
+            Some(fuzz::investigate(
+                &target,
+                &d,
+                first.clone(),
+                broken,
+                c.effort,
+                root.path(),
+                &opts,
+                known.as_ref(),
+            ))
+        }
         _ => {
             let mut counts = fuzz::Replays::default();
             counts.add(&first);

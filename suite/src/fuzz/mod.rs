@@ -253,22 +253,53 @@ pub struct Effort {
     pub budget: usize,
 }
 
+/// The breaks of a drawn trial that the VMM's known violations do not
+/// expect: a break is expected if the list expects it at one of the
+/// schedule's points (or the fault-free trial) of the same case.
+pub fn unexpected(
+    vmm: &str,
+    d: &Drawn,
+    breaks: &[Break],
+    known: Option<&KnownViolations>,
+) -> Vec<Break> {
+    let Some(k) = known else {
+        return breaks.to_vec();
+    };
+    breaks
+        .iter()
+        .filter(|b| {
+            let v = Verdict {
+                rule: b.rule,
+                status: Status::Fail,
+                evidence: b.evidence.clone(),
+                detail: String::new(),
+            };
+            !std::iter::once(None)
+                .chain(d.schedule.faults.iter().copied().map(Some))
+                .any(|p| {
+                    let trial = format!("{vmm}::{}/{}", d.case, crate::point_name(p));
+                    k.expecting(&trial, &v).is_some()
+                })
+        })
+        .cloned()
+        .collect()
+}
+
 /// Replays a failing trial `effort.replays` times, then shrinks it (at most
-/// `effort.budget` trials) and runs the shrunk schedule as many times.
+/// `effort.budget` trials) to a smallest schedule that still breaks
+/// `broken` the same way, and runs the shrunk schedule as many times.
+#[allow(clippy::too_many_arguments)]
 pub fn investigate(
     target: &Target,
     d: &Drawn,
     first: Verdicted,
+    broken: Break,
     effort: Effort,
     root: &Path,
     opts: &RunOptions,
     known: Option<&KnownViolations>,
-) -> Option<Finding> {
+) -> Finding {
     let Effort { replays, budget } = effort;
-    let Verdicted::Fail(breaks) = &first else {
-        return None;
-    };
-    let broken = breaks[0].clone();
     let mut counted = Replays::default();
     counted.add(&first);
     for _ in 0..replays {
@@ -291,22 +322,14 @@ pub fn investigate(
         );
         shrunk_replays.add(&v);
     }
-    let vmm = target.adapter.name();
-    let known = known.is_some_and(|k| {
-        let v = Verdict {
-            rule: broken.rule,
-            status: Status::Fail,
-            evidence: broken.evidence.clone(),
-            detail: String::new(),
-        };
-        std::iter::once(None)
-            .chain(d.schedule.faults.iter().copied().map(Some))
-            .any(|p| {
-                let trial = format!("{vmm}::{}/{}", d.case, crate::point_name(p));
-                k.expecting(&trial, &v).is_some()
-            })
-    });
-    Some(Finding {
+    let known = unexpected(
+        target.adapter.name(),
+        d,
+        std::slice::from_ref(&broken),
+        known,
+    )
+    .is_empty();
+    Finding {
         drawn: d.clone(),
         broken,
         verdict: first,
@@ -314,7 +337,7 @@ pub fn investigate(
         shrunk,
         shrunk_replays,
         known,
-    })
+    }
 }
 
 #[cfg(test)]
