@@ -11,6 +11,7 @@ mod list;
 mod pool;
 mod run;
 mod selftest;
+mod soak;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -229,6 +230,22 @@ enum Command {
         /// Bare handovers and fault-free trials to time (the median is reported).
         #[arg(long, default_value_t = 10)]
         samples: usize,
+        /// The fuzzing soak instead: `cprkit fuzz` on refvmm, QEMU and each
+        /// mutant, as figures (trials/min, failures, hangs, leaks, catch rates).
+        #[arg(long)]
+        soak: bool,
+        /// The soak's seed.
+        #[arg(long, default_value_t = 2026, requires = "soak")]
+        soak_seed: u64,
+        /// The soak's trials on refvmm.
+        #[arg(long, default_value_t = 1000, requires = "soak")]
+        refvmm_trials: usize,
+        /// The soak's trials on QEMU (0: none).
+        #[arg(long, default_value_t = 200, requires = "soak")]
+        qemu_trials: usize,
+        /// The soak's trials on each mutant.
+        #[arg(long, default_value_t = 40, requires = "soak")]
+        mutant_trials: usize,
     },
 }
 
@@ -352,7 +369,24 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 guest,
             },
         ),
-        Command::Bench { vmm, jobs, samples } => bench::run(&vmm, jobs, samples),
+        Command::Bench {
+            jobs,
+            soak: true,
+            soak_seed,
+            refvmm_trials,
+            qemu_trials,
+            mutant_trials,
+            ..
+        } => soak::run(&soak::Soak {
+            seed: soak_seed,
+            jobs,
+            refvmm_trials,
+            qemu_trials,
+            mutant_trials,
+        }),
+        Command::Bench {
+            vmm, jobs, samples, ..
+        } => bench::run(&vmm, jobs, samples),
     }
 }
 
