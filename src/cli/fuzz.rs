@@ -56,6 +56,8 @@ pub struct Campaign {
 pub struct Outcome {
     pub trials: usize,
     pub passed: usize,
+    /// Every trial run and its outcome ([`Verdicted::key`]), in seed order.
+    pub all: Vec<(Drawn, String)>,
     /// Failing trials, by seed, with what broke.
     pub failed: Vec<(Drawn, Verdicted)>,
     /// Failing trials whose every break the VMM's known violations expect.
@@ -158,6 +160,10 @@ pub fn campaign(c: &Campaign) -> Result<Outcome> {
     let mut results = results.into_inner().expect("results");
     results.sort_by_key(|(d, _, _)| d.seed);
     let trials = results.len();
+    let all = results
+        .iter()
+        .map(|(d, v, _)| (d.clone(), v.key()))
+        .collect();
     let hangs = results
         .iter()
         .filter(|(_, _, t)| *t > HANG_BOUND)
@@ -220,6 +226,7 @@ pub fn campaign(c: &Campaign) -> Result<Outcome> {
     Ok(Outcome {
         trials,
         passed,
+        all,
         known_failures,
         unexpected: unexpected_failures
             .into_iter()
@@ -233,6 +240,22 @@ pub fn campaign(c: &Campaign) -> Result<Outcome> {
         leaks,
         not_run: target.not_run,
     })
+}
+
+/// Runs each of `drawn` again on `vmm`: how many gave the outcome `all`
+/// recorded for it (determinism: on refvmm, every one).
+pub fn replay_same(vmm: &str, drawn: &[(Drawn, String)]) -> Result<usize> {
+    let target = target(vmm, None)?;
+    let root = RunDir::new()?;
+    let opts = RunOptions::default();
+    let mut same = 0;
+    for (d, key) in drawn {
+        if STOP.signal().is_some() {
+            break;
+        }
+        same += usize::from(fuzz::run_drawn(&target, d, root.path(), &opts).key() == *key);
+    }
+    Ok(same)
 }
 
 /// The VMM's known violations for its version, if it has a list.

@@ -13,8 +13,13 @@ use cprkit_adapters::RefVmm;
 use cprkit_adapters::refvmm_adapter::FUZZ_ONLY_MUTANTS;
 use cprkit_suite::fuzz::Effort;
 
-use super::fuzz::{Budget, Campaign, Outcome, campaign, print_finding, replay_command};
+use super::fuzz::{
+    Budget, Campaign, Outcome, campaign, print_finding, replay_command, replay_same,
+};
 use super::interrupt;
+
+/// refvmm trials replayed from their seeds to check they give the same outcome.
+const REPLAYED: usize = 50;
 
 /// What the soak runs.
 pub struct Soak {
@@ -75,6 +80,10 @@ pub fn run(s: &Soak) -> Result<ExitCode> {
     };
     let refvmm = campaign(&campaign_of(s, "refvmm", s.refvmm_trials, 5, effort))?;
     println!("{}", figures("refvmm", &refvmm));
+    // Determinism: the first trials replayed from their seeds.
+    let sample: Vec<_> = refvmm.all.iter().take(REPLAYED).cloned().collect();
+    let same = replay_same("refvmm", &sample)?;
+    ok &= same == sample.len();
     ok &= refvmm.failed.is_empty()
         && refvmm.errors.is_empty()
         && refvmm.hangs.is_empty()
@@ -138,6 +147,11 @@ pub fn run(s: &Soak) -> Result<ExitCode> {
         );
     }
 
+    println!();
+    println!(
+        "determinism: {same} of {} refvmm trials replayed from their seeds gave the same outcome",
+        sample.len()
+    );
     if let Some(q) = &qemu {
         println!();
         println!(
