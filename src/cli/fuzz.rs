@@ -85,7 +85,8 @@ pub fn target(vmm: &str, case: Option<&str>) -> Result<Target> {
     let cases = load_cases()?;
     let adapter = adapters(&[vmm.to_string()])?.remove(0);
     let planned = plan(&[Arc::clone(&adapter)], &cases, case);
-    let target = Target::from_plan(adapter, &planned);
+    let mut target = Target::from_plan(adapter, &planned);
+    target.all = cases;
     if target.cases.is_empty() {
         let why: Vec<String> = target
             .not_run
@@ -180,7 +181,6 @@ pub fn campaign(c: &Campaign) -> Result<Outcome> {
         }
     }
     let known = known_of(&target);
-    let vmm = target.adapter.name().to_string();
     // A failure whose every break the VMM's known violations expect is
     // known; the others are investigated, on their first unexpected break.
     let mut unexpected_failures = Vec::new();
@@ -189,7 +189,7 @@ pub fn campaign(c: &Campaign) -> Result<Outcome> {
         let Verdicted::Fail(breaks) = v else {
             continue;
         };
-        match fuzz::unexpected(&vmm, d, breaks, known.as_ref())
+        match fuzz::unexpected(&target, d, breaks, known.as_ref())
             .into_iter()
             .next()
         {
@@ -456,7 +456,7 @@ fn run_one(c: &Campaign, one: &One) -> Result<ExitCode> {
     let known = known_of(&target);
     let finding = match &first {
         Verdicted::Fail(breaks) => {
-            let unexpected = fuzz::unexpected(target.adapter.name(), &d, breaks, known.as_ref());
+            let unexpected = fuzz::unexpected(&target, &d, breaks, known.as_ref());
             // Shrunk on its first break beyond the known violations, else
             // on its first break.
             let broken = unexpected.first().unwrap_or(&breaks[0]).clone();

@@ -24,13 +24,17 @@ pub(super) fn context(r: &TrialRecord) -> String {
 
 pub fn done0(r: &TrialRecord) -> Verdict {
     const ID: &str = "DONE-0";
-    let expected = expected_end_of(
-        r.point.map(|p| (p.fault, p.step)),
-        r.later
-            .iter()
-            .filter(|l| l.injected)
-            .map(|l| (l.point.fault, l.point.step)),
-    );
+    // A matrix trial: its point, reached or not (REACH-1 judges that). A
+    // schedule of several: the faults it injected (a pre-empted one changes
+    // nothing), or its first if none was.
+    let injected = r.injected_points();
+    let expected = match injected.split_first() {
+        Some((first, rest)) if !r.later.is_empty() => expected_end_of(
+            Some((first.fault, first.step)),
+            rest.iter().map(|p| (p.fault, p.step)),
+        ),
+        _ => expected_end_of(r.point.map(|p| (p.fault, p.step)), []),
+    };
     if expected == Expected::Refused {
         return Verdict::na(ID, "a malformed request: ERR-1 judges it");
     }

@@ -3,8 +3,8 @@
 //! never a pass. When another rule of the same trial broke, the handover went
 //! another way, and the evidence says which rule explains it.
 //!
-//! In a schedule of several faults, the first must be reached; a later one
-//! must be too, unless a fault injected before it ended the handover (one a
+//! In a schedule of several faults, one at least must be reached; each
+//! other must be too, unless an injected fault ended the handover (one a
 //! correct VMM does not complete through): it is then pre-empted, which is
 //! what should happen to it.
 
@@ -17,7 +17,7 @@ pub fn reach1(r: &TrialRecord, others: &[Verdict]) -> Verdict {
     let Some(p) = r.point else {
         return Verdict::na(ID, "a fault-free handover has no fault point");
     };
-    if r.injected {
+    if r.injected || !r.injected_points().is_empty() {
         return later(r, p);
     }
     let broken: Vec<&str> = others
@@ -39,30 +39,34 @@ pub fn reach1(r: &TrialRecord, others: &[Verdict]) -> Verdict {
     )
 }
 
-/// The first fault was reached: each later one was reached too, or was
-/// pre-empted by a fault injected before it that ends the handover.
+/// Some fault of the schedule was reached: each other one was reached too,
+/// or was pre-empted by an injected fault that ends the handover. (The
+/// order of the steps is not the order of every VMM: a source that sends its
+/// CPR state before it releases its device is killed at cpr-save before its
+/// release comes.)
 fn later(r: &TrialRecord, first: crate::plan::FaultPoint) -> Verdict {
     const ID: &str = "REACH-1";
     if r.later.is_empty() {
         return Verdict::pass(ID, format!("{first} was reached and injected"));
     }
     let ends =
-        |p: crate::plan::FaultPoint| expected_end(Some((p.fault, p.step))) != Expected::Completes;
-    let mut ended = ends(first);
-    let mut reached = vec![first.to_string()];
+        |p: &crate::plan::FaultPoint| expected_end(Some((p.fault, p.step))) != Expected::Completes;
+    let injected = r.injected_points();
+    let ended = injected.iter().any(ends);
+    let all =
+        std::iter::once((first, r.injected)).chain(r.later.iter().map(|l| (l.point, l.injected)));
+    let mut reached = Vec::new();
     let mut preempted = Vec::new();
-    for l in &r.later {
-        if l.injected {
-            reached.push(l.point.to_string());
-            ended |= ends(l.point);
+    for (p, was) in all {
+        if was {
+            reached.push(p.to_string());
         } else if ended {
-            preempted.push(l.point.to_string());
+            preempted.push(p.to_string());
         } else {
             return Verdict::fail(
                 ID,
                 format!(
-                    "the fault point {} was never reached though nothing injected before it ended the handover: the trial tested nothing it names",
-                    l.point
+                    "the fault point {p} was never reached though no fault injected ended the handover: the trial tested nothing it names"
                 ),
             );
         }

@@ -1306,7 +1306,7 @@ fn reach1_a_later_fault_after_a_harmless_one_must_be_reached() {
     assert_verdict(
         &check("REACH-1", missed),
         Fail,
-        "the fault point cancel@target-init was never reached though nothing injected before it ended the handover",
+        "the fault point cancel@target-init was never reached though no fault injected ended the handover",
     );
     // The device's fault of a step comes first in a schedule.
     let rec = Rec::cancelled(Step::TargetInit).fault(Fault::DeviceDelay, Step::TargetInit);
@@ -1315,6 +1315,29 @@ fn reach1_a_later_fault_after_a_harmless_one_must_be_reached() {
         &check("REACH-1", rec),
         Pass,
         "device-delay@target-init, cancel@target-init reached and injected",
+    );
+}
+
+#[test]
+fn reach1_a_fault_the_vmm_never_got_to_after_one_that_ended_it_is_preempted() {
+    // A source that sends its CPR state before it releases its device,
+    // killed at cpr-save: the release never comes.
+    let mut rec = Rec::handover().fault(Fault::DeviceDisconnect, Step::ReleaseOwner);
+    rec.0.injected = false;
+    let rec = later(rec, Fault::KillSource, Step::CprSave, true);
+    assert_verdict(
+        &check("REACH-1", rec),
+        Pass,
+        "kill-source@cpr-save reached and injected; device-disconnect@release-owner pre-empted",
+    );
+    // Nothing at all reached: the trial tested nothing.
+    let mut rec = Rec::handover().fault(Fault::DeviceDisconnect, Step::ReleaseOwner);
+    rec.0.injected = false;
+    let rec = later(rec, Fault::KillSource, Step::CprSave, false);
+    assert_verdict(
+        &check("REACH-1", rec),
+        Fail,
+        "the fault point device-disconnect@release-owner was never reached: the trial tested nothing it names",
     );
 }
 

@@ -31,6 +31,9 @@ pub struct Target {
     pub cases: Vec<(Arc<Case>, Candidate)>,
     /// Cases left out, with why they cannot run here.
     pub not_run: Vec<(String, String)>,
+    /// Every case of the suite (those not fuzzed too), to tell which hand
+    /// over the same way ([`Target::same_handover`]).
+    pub all: Vec<Case>,
 }
 
 impl Target {
@@ -64,10 +67,12 @@ impl Target {
             }
         }
         cases.retain(|(_, c)| !c.points.is_empty());
+        let all = cases.iter().map(|(c, _)| c.as_ref().clone()).collect();
         Target {
             adapter,
             cases,
             not_run,
+            all,
         }
     }
 
@@ -77,6 +82,29 @@ impl Target {
 
     fn case(&self, name: &str) -> Option<&(Arc<Case>, Candidate)> {
         self.cases.iter().find(|(c, _)| c.name == name)
+    }
+
+    /// The drawn case, and the cases that hand over the same way with the
+    /// drawn guest state (same profile, device and capabilities, that guest).
+    pub fn same_handover(&self, d: &Drawn) -> Vec<String> {
+        let Some((drawn, _)) = self.case(&d.case) else {
+            return vec![d.case.clone()];
+        };
+        let mut out = vec![d.case.clone()];
+        out.extend(
+            self.all
+                .iter()
+                .filter(|c| {
+                    c.name != drawn.name
+                        && c.guest == d.guest
+                        && c.profile == drawn.profile
+                        && c.device_policy == drawn.device_policy
+                        && c.device_backend == drawn.device_backend
+                        && c.capabilities == drawn.capabilities
+                })
+                .map(|c| c.name.clone()),
+        );
+        out
     }
 
     /// The points the VMM plans for a case.
@@ -255,9 +283,11 @@ pub struct Effort {
 
 /// The breaks of a drawn trial that the VMM's known violations do not
 /// expect: a break is expected if the list expects it at one of the
-/// schedule's points (or the fault-free trial) of the same case.
+/// schedule's points (or the fault-free trial) of the same case, or of a case
+/// that is the same hand-over once the drawn guest state is taken (a
+/// `memory-paused` trial drawn with a running guest is a `memory-running` one).
 pub fn unexpected(
-    vmm: &str,
+    target: &Target,
     d: &Drawn,
     breaks: &[Break],
     known: Option<&KnownViolations>,
@@ -265,6 +295,8 @@ pub fn unexpected(
     let Some(k) = known else {
         return breaks.to_vec();
     };
+    let vmm = target.adapter.name();
+    let cases = target.same_handover(d);
     breaks
         .iter()
         .filter(|b| {
@@ -274,12 +306,14 @@ pub fn unexpected(
                 evidence: b.evidence.clone(),
                 detail: String::new(),
             };
-            !std::iter::once(None)
-                .chain(d.schedule.faults.iter().copied().map(Some))
-                .any(|p| {
-                    let trial = format!("{vmm}::{}/{}", d.case, crate::point_name(p));
-                    k.expecting(&trial, &v).is_some()
-                })
+            !cases.iter().any(|case| {
+                std::iter::once(None)
+                    .chain(d.schedule.faults.iter().copied().map(Some))
+                    .any(|p| {
+                        let trial = format!("{vmm}::{case}/{}", crate::point_name(p));
+                        k.expecting(&trial, &v).is_some()
+                    })
+            })
         })
         .cloned()
         .collect()
@@ -322,13 +356,7 @@ pub fn investigate(
         );
         shrunk_replays.add(&v);
     }
-    let known = unexpected(
-        target.adapter.name(),
-        d,
-        std::slice::from_ref(&broken),
-        known,
-    )
-    .is_empty();
+    let known = unexpected(target, d, std::slice::from_ref(&broken), known).is_empty();
     Finding {
         drawn: d.clone(),
         broken,
