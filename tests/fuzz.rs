@@ -108,6 +108,15 @@ fn a_short_run_catches_mutants_and_a_printed_replay_reproduces_the_verdict() {
             "{mutant}: the replay of {replay} did not break {first_rule}:\n{rt}"
         );
         assert!(rt.contains(&format!("runs: fail {first_rule}")), "{rt}");
+        // The same schedule, drawn again from the seed.
+        let original = after(&t, "original: ").expect("the original schedule");
+        let drawn = rt
+            .lines()
+            .next()
+            .and_then(|l| l.split_once(": "))
+            .map(|(_, s)| s)
+            .expect("the replay's schedule");
+        assert_eq!(drawn, original, "{rt}");
     }
 }
 

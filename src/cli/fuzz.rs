@@ -50,6 +50,8 @@ pub struct Campaign {
     pub keep: bool,
     /// Progress lines on stderr.
     pub progress: bool,
+    /// Stop starting trials once one has failed (a hunt for a rare bug).
+    pub until_failure: bool,
 }
 
 /// What a campaign found.
@@ -116,9 +118,11 @@ pub fn campaign(c: &Campaign) -> Result<Outcome> {
     let opts = RunOptions { keep: c.keep };
     let started = Instant::now();
     let next = AtomicUsize::new(0);
+    let failed_once = std::sync::atomic::AtomicBool::new(false);
     let results: Mutex<Vec<(Drawn, Verdicted, Duration)>> = Mutex::new(Vec::new());
     let more = |i: usize| {
         STOP.signal().is_none()
+            && !(c.until_failure && failed_once.load(Ordering::SeqCst))
             && match c.budget {
                 Budget::Trials(n) => i < n,
                 Budget::Time(d) => started.elapsed() < d,
@@ -136,6 +140,9 @@ pub fn campaign(c: &Campaign) -> Result<Outcome> {
                     let t = Instant::now();
                     let v = fuzz::run_drawn(&target, &d, root.path(), &opts);
                     let took = t.elapsed();
+                    if matches!(v, Verdicted::Fail(_)) {
+                        failed_once.store(true, Ordering::SeqCst);
+                    }
                     let mut r = results.lock().expect("results");
                     if c.progress {
                         eprintln!(

@@ -362,6 +362,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 investigate,
                 keep,
                 progress: true,
+                until_failure: false,
             },
             &fuzz::One {
                 replay,

@@ -21,6 +21,9 @@ use super::interrupt;
 /// refvmm trials replayed from their seeds to check they give the same outcome.
 const REPLAYED: usize = 50;
 
+/// The most trials a hunt for a mutant the sample did not catch runs.
+const HUNT: usize = 600;
+
 /// What the soak runs.
 pub struct Soak {
     pub seed: u64,
@@ -42,6 +45,7 @@ fn campaign_of(s: &Soak, vmm: &str, trials: usize, investigate: usize, effort: E
         investigate,
         keep: false,
         progress: false,
+        until_failure: false,
     }
 }
 
@@ -118,12 +122,26 @@ pub fn run(s: &Soak) -> Result<ExitCode> {
         }
         let mutant = name.trim_start_matches("refvmm:");
         let o = campaign(&campaign_of(s, &name, s.mutant_trials, 1, effort))?;
+        // Not caught in the sample: a hunt, with other seeds, until a trial
+        // catches it (at most HUNT trials).
+        let hunted = if o.failed.is_empty() && interrupt::exit_code().is_none() {
+            let mut c = campaign_of(s, &name, HUNT, 1, effort);
+            c.seed = s.seed.wrapping_add(1);
+            c.until_failure = true;
+            Some(campaign(&c)?)
+        } else {
+            None
+        };
         let needs = if FUZZ_ONLY_MUTANTS.iter().any(|(m, _)| *m == mutant) {
             2
         } else {
             1
         };
-        let (first, shrunk) = match o.findings.first() {
+        let finding = o
+            .findings
+            .first()
+            .or_else(|| hunted.as_ref().and_then(|h| h.findings.first()));
+        let (first, shrunk) = match finding {
             Some(f) => (
                 f.broken.rule.to_string(),
                 format!(
@@ -136,12 +154,16 @@ pub fn run(s: &Soak) -> Result<ExitCode> {
             None => ("-".into(), "-".into()),
         };
         let caught = o.failed.len();
-        ok &= caught > 0
-            && o.findings
-                .first()
-                .is_some_and(|f| f.shrunk.schedule.faults.len() <= needs);
+        ok &= finding.is_some_and(|f| f.shrunk.schedule.faults.len() <= needs);
+        let hunt = match &hunted {
+            Some(h) if !h.failed.is_empty() => {
+                format!("; found in a hunt after {} trials", h.trials)
+            }
+            Some(h) => format!("; NOT FOUND in a hunt of {} trials", h.trials),
+            None => String::new(),
+        };
         println!(
-            "| {mutant} | {} | {caught} | {:.0}% | {first} | {shrunk} | {needs} |",
+            "| {mutant} | {} | {caught} | {:.0}%{hunt} | {first} | {shrunk} | {needs} |",
             o.trials,
             100.0 * caught as f64 / o.trials.max(1) as f64
         );
