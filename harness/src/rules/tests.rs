@@ -1306,7 +1306,7 @@ fn reach1_a_later_fault_after_a_harmless_one_must_be_reached() {
     assert_verdict(
         &check("REACH-1", missed),
         Fail,
-        "the fault point cancel@target-init was never reached though no fault injected ended the handover",
+        "the fault point cancel@target-init was never reached: the trial tested nothing it names",
     );
     // The device's fault of a step comes first in a schedule.
     let rec = Rec::cancelled(Step::TargetInit).fault(Fault::DeviceDelay, Step::TargetInit);
@@ -1338,6 +1338,21 @@ fn reach1_a_fault_the_vmm_never_got_to_after_one_that_ended_it_is_preempted() {
         &check("REACH-1", rec),
         Fail,
         "the fault point device-disconnect@release-owner was never reached: the trial tested nothing it names",
+    );
+}
+
+#[test]
+fn reach1_a_later_fault_never_reached_names_the_rules_that_explain_it() {
+    let rec = Rec::handover()
+        .fault(Fault::DeviceDelay, Step::TargetInit)
+        .fails();
+    let r = later(rec, Fault::KillSource, Step::TargetInit, false).build();
+    let judged = judge(&r);
+    let reach = judged.iter().find(|v| v.rule == "REACH-1").unwrap();
+    assert_verdict(
+        reach,
+        Fail,
+        "the fault point kill-source@target-init was never reached: the trial tested nothing it names (explained by DONE-0, broken in this trial)",
     );
 }
 
