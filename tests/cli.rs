@@ -144,7 +144,7 @@ fn no_jobs_is_a_usage_error() {
 
 #[test]
 fn the_vmm_help_names_every_adapter() {
-    for sub in ["run", "list", "certify", "bench", "compare"] {
+    for sub in ["run", "list", "certify", "bench", "compare", "fuzz"] {
         let o = cprkit(&[sub, "--help"], &[]);
         let help = text(&o);
         for (spelling, _) in cprkit_adapters::VMM_SPELLINGS {

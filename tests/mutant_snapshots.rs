@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use cprkit_adapters::adapter_for;
-use cprkit_adapters::refvmm_adapter::MUTANT_EXPECTATIONS;
+use cprkit_adapters::refvmm_adapter::{FUZZ_ONLY_MUTANTS, MUTANT_EXPECTATIONS};
 use cprkit_suite::runner::{Planned, plan};
 use cprkit_suite::snapshot_files::{snapshot_file, stray_snapshots};
 use cprkit_suite::snapshots_dir;
@@ -73,6 +73,18 @@ fn each_mutant_is_caught_by_its_rule() {
         assert!(
             expected.iter().any(|r| broken.contains_key(*r)),
             "{mutant}: its snapshots break {broken:?}, none of {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn a_fuzz_only_mutant_breaks_nothing_in_the_matrix() {
+    for (mutant, _) in FUZZ_ONLY_MUTANTS {
+        let (trials, broken) = broken_rules(&format!("refvmm:{mutant}"));
+        assert!(trials > 100, "{mutant}: only {trials} snapshots");
+        assert!(
+            broken.is_empty(),
+            "{mutant}: one fault already shows its bug: {broken:?}"
         );
     }
 }

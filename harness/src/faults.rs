@@ -255,6 +255,34 @@ pub fn expected_end(point: Option<(Fault, Step)>) -> Expected {
     }
 }
 
+/// The end a correct VMM reaches under a schedule: its first fault's
+/// ([`expected_end`]), combined with each later fault that was injected (a
+/// fault the handover never got to changes nothing). A fault that must fail
+/// the transfer fails it whatever came before; a refusal is allowed if any
+/// fault allows it; a fault that allows either end makes a harmless
+/// schedule allow either.
+pub fn expected_end_of(
+    first: Option<(Fault, Step)>,
+    later_injected: impl IntoIterator<Item = (Fault, Step)>,
+) -> Expected {
+    later_injected
+        .into_iter()
+        .fold(expected_end(first), |acc, p| {
+            combine(acc, expected_end(Some(p)))
+        })
+}
+
+fn combine(a: Expected, b: Expected) -> Expected {
+    use Expected::*;
+    match (a, b) {
+        (Refused, _) | (_, Refused) => Refused,
+        (Fails { refusal: r1 }, Fails { refusal: r2 }) => Fails { refusal: r1 || r2 },
+        (Fails { refusal }, _) | (_, Fails { refusal }) => Fails { refusal },
+        (Either, _) | (_, Either) => Either,
+        (Completes, Completes) => Completes,
+    }
+}
+
 /// Which process's which message a device fault at `step` acts on: the
 /// source's release at release-owner, the target's take-over at target-init;
 /// `None` at a step with no device message (never planned for a device fault:
@@ -276,6 +304,17 @@ fn device_trigger(step: Step) -> Option<(Victim, Trigger)> {
 /// What the device daemon is armed with for a device fault at `step`, given
 /// the pids; `None` for a fault the device does not inject.
 pub fn device_fault(fault: Fault, step: Step, source: i32, target: i32) -> Option<DeviceFault> {
+    device_fault_delayed(fault, step, source, target, DEVICE_DELAY)
+}
+
+/// [`device_fault`] with a `device-delay` of `delay` (a fuzzed schedule's).
+pub fn device_fault_delayed(
+    fault: Fault,
+    step: Step,
+    source: i32,
+    target: i32,
+    delay: std::time::Duration,
+) -> Option<DeviceFault> {
     let Injection::Device(kind) = fault.injection() else {
         return None;
     };
@@ -285,7 +324,7 @@ pub fn device_fault(fault: Fault, step: Step, source: i32, target: i32) -> Optio
         Victim::Target => target,
     };
     let delay_ms = match kind {
-        DeviceFaultKind::Delay => DEVICE_DELAY.as_millis() as u64,
+        DeviceFaultKind::Delay => delay.as_millis() as u64,
         DeviceFaultKind::Busy | DeviceFaultKind::ReleaseFail | DeviceFaultKind::Disconnect => 0,
     };
     Some(DeviceFault {
@@ -332,6 +371,41 @@ mod tests {
             expected_end(Some((Fault::KillTarget, Step::CprSave))),
             Expected::Fails { refusal: false }
         );
+    }
+
+    #[test]
+    fn a_schedules_end_combines_its_injected_faults() {
+        use Step::*;
+        let single = expected_end_of(Some((Fault::DeviceDelay, TargetInit)), []);
+        assert_eq!(single, Expected::Completes);
+        assert_eq!(
+            expected_end_of(
+                Some((Fault::DeviceDelay, ReleaseOwner)),
+                [(Fault::Cancel, TargetInit)]
+            ),
+            Expected::Fails { refusal: false }
+        );
+        assert_eq!(
+            expected_end_of(
+                Some((Fault::DeviceReleaseFail, ReleaseOwner)),
+                [(Fault::DeviceDelay, TargetInit)]
+            ),
+            Expected::Either
+        );
+        assert_eq!(
+            expected_end_of(
+                Some((Fault::KillTarget, TargetListen)),
+                [(Fault::DeviceDisconnect, ReleaseOwner)]
+            ),
+            Expected::Fails { refusal: true }
+        );
+        for p in FaultPoint::matrix(true) {
+            assert_eq!(
+                expected_end_of(Some((p.fault, p.step)), []),
+                expected_end(Some((p.fault, p.step))),
+                "{p}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! - [`plan`]: fault points and the guest's state, with [`steps`] and
 //!   [`faults`] (each fault kind and how it is injected): the names used everywhere;
+//!   [`schedule`]: the faults, channel holds and device delay of one trial;
 //! - [`adapter`]: the contract a VMM wrapper meets;
 //! - [`process`] and [`procinfo`], [`trialdir`], [`unixnet`], [`guestmem`]: processes, private
 //!   directories, socket readiness, and guest memory seen from outside;
@@ -31,6 +32,7 @@ pub mod procinfo;
 pub mod record;
 pub mod rules;
 pub mod runowner;
+pub mod schedule;
 pub mod steps;
 pub mod timeline;
 pub mod trial;

@@ -157,6 +157,10 @@ impl Outcome {
             Some(p) if r.injected => p.to_string(),
             Some(p) => format!("{p} (point not reached)"),
         };
+        let fault = r.later.iter().fold(fault, |acc, l| {
+            let tail = if l.injected { "" } else { " (not reached)" };
+            format!("{acc}, {}{tail}", l.point)
+        });
         let migrate = match &r.migrate {
             MigrateReply::Accepted => "accepted".to_string(),
             MigrateReply::Refused(d) => format!("refused: {}", redact(d, r)),

@@ -9,6 +9,7 @@ use crate::adapter::{HandoverShape, MigrationInfo, Role, VmEvent};
 use crate::device::{Backend, ConnState, DeviceState, LedgerEntry, Policy};
 use crate::plan::{Fault, FaultPoint, GuestState, Step};
 use crate::procinfo::ExitInfo;
+use crate::schedule::ChannelHold;
 use crate::timeline::{Actor, Entry, What};
 
 /// How the migrate command was answered.
@@ -239,6 +240,14 @@ pub struct CancelObs {
     pub ended: Option<String>,
 }
 
+/// A fault of a schedule after its first, and whether it was injected (a
+/// fault that ended the handover before pre-empts it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaterFault {
+    pub point: FaultPoint,
+    pub injected: bool,
+}
+
 /// Everything a trial observed.
 #[derive(Debug, Clone)]
 pub struct TrialRecord {
@@ -252,6 +261,10 @@ pub struct TrialRecord {
     pub point: Option<FaultPoint>,
     /// The fault point was reached and the fault injected.
     pub injected: bool,
+    /// The schedule's faults after `point` (none in a matrix trial).
+    pub later: Vec<LaterFault>,
+    /// The schedule's channel holds (none in a matrix trial).
+    pub holds: Vec<ChannelHold>,
     /// The source's runstate when the migrate command came.
     pub prior: String,
     pub migrate: MigrateReply,
@@ -291,6 +304,8 @@ impl TrialRecord {
             guest,
             point,
             injected: false,
+            later: Vec::new(),
+            holds: Vec::new(),
             prior: String::new(),
             migrate: MigrateReply::NotSent,
             cutover: None,
@@ -334,13 +349,23 @@ impl TrialRecord {
         self.migrate == MigrateReply::Accepted && !self.completed()
     }
 
-    /// The kit killed this side as the trial's fault.
+    /// Every fault the trial injected, in schedule order.
+    pub fn injected_points(&self) -> Vec<FaultPoint> {
+        self.point
+            .filter(|_| self.injected)
+            .into_iter()
+            .chain(self.later.iter().filter(|l| l.injected).map(|l| l.point))
+            .collect()
+    }
+
+    /// The kit killed this side as one of the trial's faults.
     pub fn killed_by_fault(&self, role: Role) -> bool {
-        let f = self.injected_fault();
-        matches!(
-            (role, f),
-            (Role::Source, Some(Fault::KillSource)) | (Role::Target, Some(Fault::KillTarget))
-        )
+        self.injected_points().iter().any(|p| {
+            matches!(
+                (role, p.fault),
+                (Role::Source, Fault::KillSource) | (Role::Target, Fault::KillTarget)
+            )
+        })
     }
 
     /// Entries of one actor, in arrival order.

@@ -65,7 +65,16 @@ pub enum Mutant {
     /// Source: reports `completed` (and goes `postmigrate`) without
     /// connecting either channel: nothing reaches the target.
     CompleteWithoutTransfer,
+    /// Source (vhost-user-blk): when its device answered the release late
+    /// (at least [`SLOW_RELEASE`]), it forgets it had released it: a transfer
+    /// that then fails or is cancelled resumes without taking the device
+    /// back. Neither fault alone shows it (a late answer alone completes; a
+    /// failure after a prompt release takes the device back): it needs two.
+    SlowReleaseForgetsDevice,
 }
+
+/// How late a release answer must be for slow-release-forgets-device.
+pub const SLOW_RELEASE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Every mutant: `(name, one-line description)`, in the order `--list-mutants`
 /// prints them.
@@ -146,9 +155,13 @@ pub const MUTANTS: &[(&str, &str)] = &[
         "complete-without-transfer",
         "source reports completed and goes postmigrate without connecting to the target",
     ),
+    (
+        "slow-release-forgets-device",
+        "source whose vhost-user-blk device answered its release late forgets to take it back when the transfer then fails or is cancelled (needs two faults)",
+    ),
 ];
 
-const ALL: [Mutant; 19] = [
+const ALL: [Mutant; 20] = [
     Mutant::LegacyStopOrder,
     Mutant::NoResumeOnFailure,
     Mutant::DoubleResume,
@@ -168,6 +181,7 @@ const ALL: [Mutant; 19] = [
     Mutant::FrozenAfterRefusal,
     Mutant::ExitAfterCutOver,
     Mutant::CompleteWithoutTransfer,
+    Mutant::SlowReleaseForgetsDevice,
 ];
 
 impl Mutant {
@@ -193,6 +207,7 @@ impl Mutant {
             Self::FrozenAfterRefusal => "frozen-after-refusal",
             Self::ExitAfterCutOver => "exit-after-cut-over",
             Self::CompleteWithoutTransfer => "complete-without-transfer",
+            Self::SlowReleaseForgetsDevice => "slow-release-forgets-device",
         }
     }
 

@@ -20,7 +20,7 @@ use crate::blk::Blk;
 use crate::channels::Channels;
 use crate::log::{self, Role};
 use crate::migration::{MigrationRecord, MigrationStatus, OutgoingCtl};
-use crate::mutant::Mutant;
+use crate::mutant::{Mutant, SLOW_RELEASE};
 use crate::proto::{self, BlkState, CprState, DeviceState};
 use crate::runstate::RunState;
 use crate::vm::{Vm, VmState};
@@ -150,7 +150,7 @@ fn run_steps(vm: &Arc<Vm>, ch: &Channels, old_state: RunState, conns: &mut Conns
             "release-owner: stopping device I/O and releasing vhost-user-blk now (mutant io-after-cutover)"
         );
         blk.io.stop();
-        release_blk(blk)?;
+        release_blk(vm, blk)?;
     }
     main_stream(vm, &ch.main, old_state, conns)?;
     commit(vm, conns)
@@ -182,7 +182,7 @@ fn release_owner(vm: &Vm) -> Step<()> {
                 "release-owner: vhost-user-blk released only after cpr-save (mutant io-after-cutover)"
             );
         } else {
-            release_blk(blk)?;
+            release_blk(vm, blk)?;
         }
     }
     if let Some(dev) = &vm.vhost_kernel {
@@ -195,11 +195,23 @@ fn release_owner(vm: &Vm) -> Step<()> {
 
 /// Releases the vhost-user-blk device: SET_VRING_ENABLE 0, GET_VRING_BASE,
 /// RESET_OWNER.
-fn release_blk(blk: &Blk) -> Step<()> {
-    blk.release()
+fn release_blk(vm: &Vm, blk: &Blk) -> Step<()> {
+    let asked = Instant::now();
+    let released = blk.release();
+    if vm.has(Mutant::SlowReleaseForgetsDevice) && asked.elapsed() >= SLOW_RELEASE {
+        crate::log!(
+            "release-owner: the device answered late: forgetting it was released (mutant slow-release-forgets-device)"
+        );
+        FORGOT_RELEASE.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    released
         .map(|base| crate::log!("release-owner: vhost-user-blk released at base {base}"))
         .map_err(|e| Abort::Failed(format!("release-owner: vhost-user-blk: {e:#}")))
 }
+
+/// slow-release-forgets-device: the release was answered late (one VM per
+/// process: the flag is the process's).
+static FORGOT_RELEASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The vhost-user-blk part of the device state: the base GET_VRING_BASE
 /// answered, or (never-release-owner, which asked nothing) the driver's own
@@ -414,6 +426,12 @@ fn take_blk_back(vm: &Arc<Vm>) {
     if vm.has(Mutant::NoReacquireAfterFailure) {
         crate::log!(
             "step cleanup: not taking the vhost-user-blk device back (mutant no-reacquire-after-failure)"
+        );
+        return;
+    }
+    if FORGOT_RELEASE.load(std::sync::atomic::Ordering::SeqCst) {
+        crate::log!(
+            "step cleanup: not taking the vhost-user-blk device back: forgot it was released (mutant slow-release-forgets-device)"
         );
         return;
     }

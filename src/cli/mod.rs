@@ -5,11 +5,13 @@ mod bench;
 mod certify;
 mod compare;
 mod explain;
+mod fuzz;
 mod interrupt;
 mod list;
 mod pool;
 mod run;
 mod selftest;
+mod soak;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -171,8 +173,58 @@ enum Command {
         #[arg(long, value_enum, default_value_t = compare::Format::Markdown)]
         format: compare::Format,
     },
+    /// Random fault schedules against one VMM, judged by every rule: each
+    /// trial draws one to K faults (several steps, both sides), channel holds
+    /// and a device delay from its seed; a failing trial is replayed, shrunk
+    /// and printed with the command that replays it.
+    /// Exit 0: nothing beyond the VMM's known violations, no error, hang or
+    /// leak; 1 otherwise; 130/143 on SIGINT/SIGTERM.
+    Fuzz {
+        /// The VMM under test.
+        #[arg(long, default_value = "refvmm", long_help = cprkit_adapters::vmm_help())]
+        vmm: String,
+        /// Only the cases whose name matches this glob.
+        #[arg(long = "case")]
+        case: Option<String>,
+        /// Trials to run.
+        #[arg(long, default_value_t = 100, conflicts_with = "time")]
+        trials: usize,
+        /// Run trials for this long instead (90s, 10m, 1h).
+        #[arg(long, value_parser = fuzz::parse_duration)]
+        time: Option<std::time::Duration>,
+        /// The run's seed (each trial's seed is drawn from it); default: the clock, printed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// At most this many faults per trial.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=8))]
+        faults: u64,
+        /// Trials run at once.
+        #[arg(long, short = 'j', default_value = "auto", value_parser = parse_jobs)]
+        jobs: Jobs,
+        /// Run the trial of this seed only (as a failing trial prints it).
+        #[arg(long, value_name = "SEED", conflicts_with = "schedule")]
+        replay: Option<u64>,
+        /// Run this schedule on --case (one case): FAULT@STEP,...;hold=STEP:MS,...;delay=MS.
+        #[arg(long, value_parser = |s: &str| s.parse::<cprkit_harness::schedule::Schedule>().map_err(|e| e.to_string()))]
+        schedule: Option<cprkit_harness::schedule::Schedule>,
+        /// The guest's state for --schedule (default: the case's).
+        #[arg(long, value_parser = fuzz::parse_guest, requires = "schedule")]
+        guest: Option<cprkit_harness::plan::GuestState>,
+        /// Runs of a failing trial after the first, and of its shrunk schedule.
+        #[arg(long, default_value_t = 3)]
+        replays: usize,
+        /// Trials the shrinker may run for one failing trial.
+        #[arg(long, default_value_t = 40)]
+        shrink_budget: usize,
+        /// Failing trials to replay and shrink (the others are listed).
+        #[arg(long, default_value_t = 5)]
+        investigate: usize,
+        /// Keep each trial's directory (sockets, logs).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Time the kit: its trial beside a bare handover, each VMM's matrix at
-    /// --jobs 1, 2, 4, 8 and auto, and selftest, side by side.
+    /// --jobs 1, 2, 4, 8 and auto, and selftest, side by side; or (--soak) the fuzzing soak.
     Bench {
         /// The VMMs to time (repeat for several); refvmm and QEMU by default
         /// (a VMM that is not installed is said not run).
@@ -192,6 +244,22 @@ enum Command {
         /// Do not time selftest.
         #[arg(long)]
         no_selftest: bool,
+        /// The fuzzing soak instead: `cprkit fuzz` on refvmm, QEMU and each
+        /// mutant, as figures (trials/min, failures, hangs, leaks, catch rates).
+        #[arg(long)]
+        soak: bool,
+        /// The soak's seed.
+        #[arg(long, default_value_t = 2026, requires = "soak")]
+        soak_seed: u64,
+        /// The soak's trials on refvmm.
+        #[arg(long, default_value_t = 1000, requires = "soak")]
+        refvmm_trials: usize,
+        /// The soak's trials on QEMU (0: none).
+        #[arg(long, default_value_t = 200, requires = "soak")]
+        qemu_trials: usize,
+        /// The soak's trials on each mutant.
+        #[arg(long, default_value_t = 40, requires = "soak")]
+        mutant_trials: usize,
     },
 }
 
@@ -272,12 +340,70 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             jobs,
             format,
         } => compare::run(&a, &b, case.as_deref(), jobs, format),
+        Command::Fuzz {
+            vmm,
+            case,
+            trials,
+            time,
+            seed,
+            faults,
+            jobs,
+            replay,
+            schedule,
+            guest,
+            replays,
+            shrink_budget,
+            investigate,
+            keep,
+        } => fuzz::run(
+            &fuzz::Campaign {
+                vmm,
+                case,
+                budget: match time {
+                    Some(t) => fuzz::Budget::Time(t),
+                    None => fuzz::Budget::Trials(trials),
+                },
+                seed: seed.unwrap_or_else(fuzz::fresh_seed),
+                faults: faults as usize,
+                jobs,
+                effort: cprkit_suite::fuzz::Effort {
+                    replays,
+                    budget: shrink_budget,
+                },
+                investigate,
+                keep,
+                progress: true,
+                until_failure: false,
+            },
+            &fuzz::One {
+                replay,
+                schedule,
+                guest,
+            },
+        ),
         Command::Bench {
+            jobs,
+            soak: true,
+            soak_seed,
+            refvmm_trials,
+            qemu_trials,
+            mutant_trials,
+            ..
+        } => soak::run(&soak::Soak {
+            seed: soak_seed,
+            jobs,
+            refvmm_trials,
+            qemu_trials,
+            mutant_trials,
+        }),
+        Command::Bench {
+            soak: false,
             vmm,
             jobs,
             samples,
             quick,
             no_selftest,
+            ..
         } => bench::run(&bench::Options {
             vmms: vmm,
             jobs,

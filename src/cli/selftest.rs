@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use cprkit_adapters::RefVmm;
-use cprkit_adapters::refvmm_adapter::MUTANT_EXPECTATIONS;
+use cprkit_adapters::refvmm_adapter::{FUZZ_ONLY_MUTANTS, MUTANT_EXPECTATIONS};
 use cprkit_harness::leaks::Census;
 use cprkit_harness::rules::RULES;
 use cprkit_suite::runner::{RunOptions, Verdicts, plan};
@@ -116,6 +116,21 @@ fn judge(name: &str, rules: &BTreeMap<&str, usize>) -> Result<String, String> {
             Err("VIOLATIONS on the correct refvmm".into())
         };
     };
+    if FUZZ_ONLY_MUTANTS.iter().any(|(m, _)| *m == mutant) {
+        // Its bug needs two faults together: the matrix must not see it
+        // (`cprkit fuzz` does).
+        return if rules.is_empty() {
+            Ok(
+                "not caught by the matrix, as expected: its bug needs two faults (cprkit fuzz)"
+                    .into(),
+            )
+        } else {
+            Err(format!(
+                "caught by {} with one fault: not the two-fault bug it is for",
+                rules.keys().copied().collect::<Vec<_>>().join(", ")
+            ))
+        };
+    }
     if rules.is_empty() {
         return Err("NOT CAUGHT".into());
     }

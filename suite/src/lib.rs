@@ -1,6 +1,6 @@
 //! cprkit's suite: the case file format, the trial matrix built from the
-//! cases, the trial runner ([`runner`]) and the known-violation lists
-//! ([`known`]).
+//! cases, the trial runner ([`runner`]), the known-violation lists
+//! ([`known`]) and random fault schedules ([`fuzz`]).
 //!
 //! A *case* says what to hand over (a [`Profile`] and the guest's state) and under
 //! which faults (its fault points). The conformance runner crosses every case
@@ -35,6 +35,7 @@
 mod case;
 mod dir;
 mod error;
+pub mod fuzz;
 mod glob;
 pub mod known;
 mod locations;

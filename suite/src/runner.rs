@@ -13,6 +13,7 @@ use cprkit_harness::outcome::Outcome;
 use cprkit_harness::plan::FaultPoint;
 use cprkit_harness::record::TrialRecord;
 use cprkit_harness::rules::{self, Verdict};
+use cprkit_harness::schedule::Schedule;
 use cprkit_harness::trial::{self, TrialSpec};
 
 use crate::{Case, TrialId};
@@ -126,10 +127,16 @@ pub fn run_one(p: &Planned, root: &Path, opts: &RunOptions) -> TrialResult {
 }
 
 fn spec_for(id: &TrialId, case: &Case, point: Option<FaultPoint>, opts: &RunOptions) -> TrialSpec {
+    trial_spec(id.name(), case, Schedule::single(point), opts)
+}
+
+/// The spec of a trial of `case` named `name` under `schedule` (a matrix
+/// trial's is one point; a fuzz trial's, what its seed drew).
+pub fn trial_spec(name: String, case: &Case, schedule: Schedule, opts: &RunOptions) -> TrialSpec {
     TrialSpec {
-        name: id.name(),
+        name,
         guest: case.guest,
-        point,
+        schedule,
         settle: case.settle,
         migration_bound: MIGRATION_BOUND,
         capabilities: case.capabilities.clone(),

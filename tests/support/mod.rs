@@ -88,3 +88,50 @@ pub fn run_tests(tests: &[Test], also: &[(&str, Absent)]) -> ExitCode {
         .collect();
     libtest_mimic::run(&args, trials).exit_code()
 }
+
+fn example_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/exec-adapter")
+}
+
+/// An adapter program: the example, refusing a valid `migrate` every other
+/// time it is asked (the first, the third, ...), counted in a file of `dir`
+/// shared by every launch.
+pub fn flaky_adapter(dir: &Path) -> String {
+    let path = dir.join("flaky_adapter.py");
+    cprkit_test_support::write_script(
+        &path,
+        &format!(
+            r#"#!/usr/bin/env python3
+import fcntl, os, sys
+sys.path.insert(0, {example:?})
+import refvmm_adapter as a
+
+COUNTER = {counter:?}
+
+def next_count():
+    fd = os.open(COUNTER, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        n = int(os.read(fd, 32) or b"0") + 1
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(n).encode())
+        return n
+    finally:
+        os.close(fd)
+
+class Flaky(a.Session):
+    def monitor(self, name, req):
+        if name == "migrate" and not req.get("malformed") and next_count() % 2 == 1:
+            raise a.Failure("refused", "not this time", "migrate")
+        return super().monitor(name, req)
+
+a.Session = Flaky
+a.main()
+"#,
+            example = example_dir().display().to_string(),
+            counter = dir.join("migrates").display().to_string(),
+        ),
+    );
+    format!("exec:{}", path.display())
+}

@@ -42,6 +42,11 @@ pub const MUTANT_EXPECTATIONS: &[(&str, &[&str])] = &[
     ("complete-without-transfer", &["DONE-2"]),
 ];
 
+/// The mutants the matrix cannot catch, with the rules that catch them under
+/// fuzzing (`cprkit fuzz`): their bug needs two faults together, so every
+/// trial of the matrix (one fault each) passes.
+pub const FUZZ_ONLY_MUTANTS: &[(&str, &[&str])] = &[("slow-release-forgets-device", &["OWN-2"])];
+
 /// refvmm, correct or with one mutant.
 pub struct RefVmm {
     name: String,
@@ -201,11 +206,17 @@ mod tests {
     fn every_mutant_has_an_expectation_and_back() {
         for (m, _) in refvmm::MUTANTS {
             assert!(
-                super::MUTANT_EXPECTATIONS.iter().any(|(n, _)| n == m),
+                super::MUTANT_EXPECTATIONS
+                    .iter()
+                    .chain(super::FUZZ_ONLY_MUTANTS)
+                    .any(|(n, _)| n == m),
                 "{m} has no expected rule"
             );
         }
-        for (m, _) in super::MUTANT_EXPECTATIONS {
+        for (m, _) in super::MUTANT_EXPECTATIONS
+            .iter()
+            .chain(super::FUZZ_ONLY_MUTANTS)
+        {
             assert!(
                 refvmm::MUTANTS.iter().any(|(n, _)| n == m),
                 "{m} is no refvmm mutant"

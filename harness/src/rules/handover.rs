@@ -1,23 +1,40 @@
 //! DONE-0: the handover that should happen happens. A valid migrate command
 //! is accepted (or refused only where the fault point allows it), answered,
 //! and survived; and where the fault point is harmless, the transfer
-//! completes. What each fault point requires is [`crate::faults::expected_end`].
+//! completes. What each fault point requires is [`crate::faults::expected_end`]; a
+//! schedule of several, [`crate::faults::expected_end_of`].
 
 use super::Verdict;
-use crate::faults::{Expected, expected_end};
+use crate::faults::{Expected, expected_end_of};
 use crate::record::{MigrateReply, TrialRecord};
 
 /// The fault point, in words for evidence.
 pub(super) fn context(r: &TrialRecord) -> String {
     match r.point {
         None => "during a fault-free handover".into(),
-        Some(p) => format!("during the handover with {p}"),
+        Some(p) if r.later.is_empty() => format!("during the handover with {p}"),
+        Some(p) => {
+            let all: Vec<String> = std::iter::once(p.to_string())
+                .chain(r.later.iter().map(|l| l.point.to_string()))
+                .collect();
+            format!("during the handover with {}", all.join(", "))
+        }
     }
 }
 
 pub fn done0(r: &TrialRecord) -> Verdict {
     const ID: &str = "DONE-0";
-    let expected = expected_end(r.point.map(|p| (p.fault, p.step)));
+    // A matrix trial: its point, reached or not (REACH-1 judges that). A
+    // schedule of several: the faults it injected (a pre-empted one changes
+    // nothing), or its first if none was.
+    let injected = r.injected_points();
+    let expected = match injected.split_first() {
+        Some((first, rest)) if !r.later.is_empty() => expected_end_of(
+            Some((first.fault, first.step)),
+            rest.iter().map(|p| (p.fault, p.step)),
+        ),
+        _ => expected_end_of(r.point.map(|p| (p.fault, p.step)), []),
+    };
     if expected == Expected::Refused {
         return Verdict::na(ID, "a malformed request: ERR-1 judges it");
     }

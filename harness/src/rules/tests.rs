@@ -60,6 +60,8 @@ impl Rec {
             guest: GuestState::Running,
             point: None,
             injected: false,
+            later: Vec::new(),
+            holds: Vec::new(),
             prior: "running".into(),
             migrate: MigrateReply::Accepted,
             cutover: Some(CutOver {
@@ -1270,4 +1272,135 @@ fn err1_names_the_stop_resume_pair_around_a_refusal_and_its_times() {
         "refused, but the source stopped and resumed around the refusal (a STOP/RESUME pair); it ended `running`, it was `running`",
     );
     assert_eq!(v.detail, "STOP at +11.0 ms, RESUME at +13.0 ms");
+}
+
+// ------------------------------------------ schedules of several faults
+
+/// A later fault of the schedule, injected or not.
+fn later(mut rec: Rec, fault: Fault, step: Step, injected: bool) -> Rec {
+    rec.0.later.push(crate::record::LaterFault {
+        point: FaultPoint::new(fault, step).expect("a valid fault point"),
+        injected,
+    });
+    rec
+}
+
+#[test]
+fn reach1_a_later_fault_after_one_that_ended_the_handover_is_preempted() {
+    let rec = later(
+        Rec::cancelled(Step::CprSave),
+        Fault::KillTarget,
+        Step::MainStream,
+        false,
+    );
+    assert_verdict(
+        &check("REACH-1", rec),
+        Pass,
+        "cancel@cpr-save reached and injected; kill-target@main-stream pre-empted (the handover had ended)",
+    );
+}
+
+#[test]
+fn reach1_a_later_fault_after_a_harmless_one_must_be_reached() {
+    let rec = Rec::handover().fault(Fault::DeviceDelay, Step::ReleaseOwner);
+    let missed = later(rec, Fault::Cancel, Step::TargetInit, false);
+    assert_verdict(
+        &check("REACH-1", missed),
+        Fail,
+        "the fault point cancel@target-init was never reached: the trial tested nothing it names",
+    );
+    // The device's fault of a step comes first in a schedule.
+    let rec = Rec::cancelled(Step::TargetInit).fault(Fault::DeviceDelay, Step::TargetInit);
+    let rec = later(rec, Fault::Cancel, Step::TargetInit, true);
+    assert_verdict(
+        &check("REACH-1", rec),
+        Pass,
+        "device-delay@target-init, cancel@target-init reached and injected",
+    );
+}
+
+#[test]
+fn reach1_a_fault_the_vmm_never_got_to_after_one_that_ended_it_is_preempted() {
+    // A source that sends its CPR state before it releases its device,
+    // killed at cpr-save: the release never comes.
+    let mut rec = Rec::handover().fault(Fault::DeviceDisconnect, Step::ReleaseOwner);
+    rec.0.injected = false;
+    let rec = later(rec, Fault::KillSource, Step::CprSave, true);
+    assert_verdict(
+        &check("REACH-1", rec),
+        Pass,
+        "kill-source@cpr-save reached and injected; device-disconnect@release-owner pre-empted",
+    );
+    // Nothing at all reached: the trial tested nothing.
+    let mut rec = Rec::handover().fault(Fault::DeviceDisconnect, Step::ReleaseOwner);
+    rec.0.injected = false;
+    let rec = later(rec, Fault::KillSource, Step::CprSave, false);
+    assert_verdict(
+        &check("REACH-1", rec),
+        Fail,
+        "the fault point device-disconnect@release-owner was never reached: the trial tested nothing it names",
+    );
+}
+
+#[test]
+fn reach1_a_later_fault_never_reached_names_the_rules_that_explain_it() {
+    let rec = Rec::handover()
+        .fault(Fault::DeviceDelay, Step::TargetInit)
+        .fails();
+    let r = later(rec, Fault::KillSource, Step::TargetInit, false).build();
+    let judged = judge(&r);
+    let reach = judged.iter().find(|v| v.rule == "REACH-1").unwrap();
+    assert_verdict(
+        reach,
+        Fail,
+        "the fault point kill-source@target-init was never reached: the trial tested nothing it names (explained by DONE-0, broken in this trial)",
+    );
+}
+
+#[test]
+fn done0_a_later_injected_fault_that_fails_the_transfer_forbids_completion() {
+    let delay = Rec::handover().fault(Fault::DeviceDelay, Step::ReleaseOwner);
+    let completed = later(delay, Fault::Cancel, Step::TargetInit, true);
+    assert_verdict(&check("DONE-0", completed), Pass, "the handover completed");
+    let failed = later(
+        Rec::handover()
+            .fault(Fault::DeviceDelay, Step::ReleaseOwner)
+            .fails(),
+        Fault::Cancel,
+        Step::TargetInit,
+        true,
+    );
+    assert_verdict(
+        &check("DONE-0", failed),
+        Pass,
+        "the migrate was accepted and the transfer ended",
+    );
+    // The cancel never came: the delay alone is harmless, a failure is not.
+    let missed = later(
+        Rec::handover()
+            .fault(Fault::DeviceDelay, Step::ReleaseOwner)
+            .fails(),
+        Fault::Cancel,
+        Step::TargetInit,
+        false,
+    );
+    assert_verdict(
+        &check("DONE-0", missed),
+        Fail,
+        "during the handover with device-delay@release-owner, cancel@target-init",
+    );
+}
+
+#[test]
+fn live1_a_later_kill_of_the_schedule_is_the_kits() {
+    let rec = later(
+        Rec::handover()
+            .fault(Fault::DeviceDelay, Step::ReleaseOwner)
+            .fails()
+            .exits(Actor::Target, 30, ExitInfo::Signal(9)),
+        Fault::KillTarget,
+        Step::MainStream,
+        true,
+    );
+    assert_eq!(check("LIVE-1", rec).status, Pass);
 }

@@ -11,12 +11,12 @@ use crate::adapter::{
     Adapter, AdapterError, Channels, HandoverShape, Incoming, LaunchSpec, MigrateRequest, Monitor,
     Receive, Role, VmEvent,
 };
-use crate::faults::{Fault, Injection};
+use crate::faults::Fault;
 use crate::guestmem::GuestRam;
 use crate::interposer::{self, Directive, Held, Interposer};
-use crate::plan::{BadRequest, GuestState, Step};
+use crate::plan::{BadRequest, FaultPoint, GuestState, Step};
 use crate::process::VmmProcess;
-use crate::record::{MigrateReply, TrialRecord};
+use crate::record::{LaterFault, MigrateReply, TrialRecord};
 use crate::timeline::{Actor, Timeline, What};
 use crate::trialdir::TrialDir;
 use crate::unixnet;
@@ -35,12 +35,22 @@ impl<'a> Controller<'a> {
             spec.name.clone(),
             adapter.name().to_string(),
             spec.guest,
-            spec.point,
+            spec.schedule.first(),
             spec.settle,
             dir.path().to_path_buf(),
             dir.kept(),
         );
         record.shape = adapter.handover_shape();
+        record.later = spec
+            .schedule
+            .later()
+            .iter()
+            .map(|&point| LaterFault {
+                point,
+                injected: false,
+            })
+            .collect();
+        record.holds = spec.schedule.holds.clone();
         Controller {
             adapter,
             spec,
@@ -67,15 +77,13 @@ impl<'a> Controller<'a> {
         self.record.shape
     }
 
+    /// The fault the kit injects at `step` (a device fault is the device's).
     pub(super) fn fault_at(&self, step: Step) -> Option<Fault> {
-        self.spec.point.filter(|p| p.step == step).map(|p| p.fault)
+        self.spec.schedule.kit_fault_at(step)
     }
 
     pub(super) fn bad_request(&self) -> Option<BadRequest> {
-        match self.spec.point.map(|p| p.fault.injection()) {
-            Some(Injection::Request(b)) => Some(b),
-            _ => None,
-        }
+        self.spec.schedule.bad_request()
     }
 
     pub(super) fn action(&self, what: impl Into<String>) {
@@ -229,8 +237,8 @@ impl<'a> Controller<'a> {
         self.arm_device();
 
         // The migrate command.
-        if self.fault_at(Step::SourceStop).is_some() {
-            self.inject();
+        if let Some(fault) = self.fault_at(Step::SourceStop) {
+            self.inject(Step::SourceStop, fault);
         }
         let req = MigrateRequest {
             main: routes[1].front.clone(),
@@ -359,8 +367,14 @@ impl<'a> Controller<'a> {
         states
     }
 
-    pub(super) fn inject(&mut self) {
-        self.record.injected = true;
+    /// The schedule's `fault` at `step` is injected: the record says so.
+    pub(super) fn inject(&mut self, step: Step, fault: Fault) {
+        let point = FaultPoint { fault, step };
+        if self.record.point == Some(point) {
+            self.record.injected = true;
+        } else if let Some(l) = self.record.later.iter_mut().find(|l| l.point == point) {
+            l.injected = true;
+        }
     }
 
     pub(super) fn kill(&mut self, role: Role) {

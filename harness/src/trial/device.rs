@@ -5,8 +5,11 @@
 use std::time::{Duration, Instant};
 
 use crate::adapter::Role;
-use crate::device::{self, DeviceDaemon, DeviceState, EntryKind, Trigger};
+use crate::device::{
+    self, DeviceDaemon, DeviceError, DeviceFault, DeviceState, EntryKind, Trigger,
+};
 use crate::faults;
+use crate::plan::Step;
 use crate::record::DeviceObs;
 use crate::timeline::{Actor, What};
 
@@ -83,7 +86,8 @@ impl Controller<'_> {
             self.source.as_ref().map(|s| s.proc.pid()),
             self.target.as_ref().map(|t| t.proc.pid()),
         );
-        let point = self.spec.point;
+        let schedule = &self.spec.schedule;
+        let delay = schedule.device_delay;
         if let Some(obs) = self.record.device.as_mut() {
             (obs.source_pid, obs.target_pid) = pids;
         }
@@ -91,20 +95,30 @@ impl Controller<'_> {
             return;
         };
         let before = d.state();
-        let fault = match (point, pids) {
-            (Some(p), (Some(s), Some(t))) => faults::device_fault(p.fault, p.step, s, t),
-            _ => None,
+        let faults: Vec<_> = match pids {
+            (Some(s), Some(t)) => schedule
+                .device_faults()
+                .filter_map(|p| faults::device_fault_delayed(p.fault, p.step, s, t, delay))
+                .collect(),
+            _ => Vec::new(),
         };
-        let armed = fault.map(|f| d.arm(&f).map(|()| f));
+        let armed: Vec<_> = faults.into_iter().map(|f| d.arm(&f).map(|()| f)).collect();
         match before {
             Ok(st) => self.device_obs().expect("a device").before = Some(st),
             Err(e) => self.device_error(e),
         }
+        for a in armed {
+            self.armed(a, pids.0);
+        }
+    }
+
+    /// The action line of an armed device fault, or the error arming it.
+    fn armed(&mut self, armed: Result<DeviceFault, DeviceError>, source_pid: Option<i32>) {
         match armed {
-            Some(Ok(f)) => self.action(format!(
+            Ok(f) => self.action(format!(
                 "device: arm {} at the {}'s {}",
                 f.kind.name(),
-                if Some(f.pid) == pids.0 {
+                if Some(f.pid) == source_pid {
                     "source"
                 } else {
                     "target"
@@ -114,8 +128,27 @@ impl Controller<'_> {
                     Trigger::Release => "release (its first ring stop or RESET_OWNER)",
                 }
             )),
-            Some(Err(e)) => self.device_error(e),
-            None => {}
+            Err(e) => self.device_error(e),
+        }
+    }
+
+    /// A device fault fired on a message of `pid`: the schedule's device
+    /// fault at that side's step is injected (the only one, if the pid is
+    /// no side's).
+    fn device_fault_fired(&mut self, pid: Option<i32>) {
+        let obs = self.record.device.as_ref().expect("a device");
+        let step = match obs.role_of(pid) {
+            Some(Role::Source) => Some(Step::ReleaseOwner),
+            Some(Role::Target) => Some(Step::TargetInit),
+            None => None,
+        };
+        let device: Vec<_> = self.spec.schedule.device_faults().collect();
+        let fired = device
+            .iter()
+            .find(|p| Some(p.step) == step)
+            .or_else(|| device.first().filter(|_| device.len() == 1));
+        if let Some(p) = fired.copied() {
+            self.inject(p.step, p.fault);
         }
     }
 
@@ -271,15 +304,17 @@ impl Controller<'_> {
         })();
         match read {
             Ok((st, io, ledger)) => {
-                let fired = ledger
+                let fired: Vec<Option<i32>> = ledger
                     .iter()
-                    .any(|e| matches!(e.kind, EntryKind::Fault { .. }));
+                    .filter(|e| matches!(e.kind, EntryKind::Fault { .. }))
+                    .map(|e| e.pid)
+                    .collect();
                 let obs = self.device_obs().expect("a device");
                 obs.end = Some(st);
                 obs.io_at_end = io;
                 obs.ledger = ledger;
-                if fired {
-                    self.inject();
+                for pid in fired {
+                    self.device_fault_fired(pid);
                 }
             }
             Err(e) => self.device_error(e),

@@ -106,11 +106,27 @@ impl Controller<'_> {
             }
             _ => {}
         }
+        // A channel hold of the schedule: the kit keeps the message on
+        // purpose before it acts (a later peer, a slower channel).
+        if let Some(d) = self.spec.schedule.hold_at(h.step) {
+            self.action(format!("hold {} ms", d.as_millis()));
+            std::thread::sleep(d);
+        }
         // A device fault is the device's to inject (armed before migrate).
-        let fault = self.fault_at(h.step).filter(|f| !f.needs_device());
+        let mut fault = self.fault_at(h.step);
+        if fault.is_some() && self.hang_pending {
+            // A hang at target-listen cancels at this hold first; what the
+            // schedule has here comes after, if the migration still runs.
+            self.hang_pending = false;
+            self.cancel(h.step);
+            self.thaw_target();
+            if self.source_terminal() || !self.alive(Role::Source) {
+                fault = None;
+            }
+        }
         let directive = match fault {
             Some(f) => {
-                self.inject();
+                self.inject(h.step, f);
                 let d = self.inject_at_hold(f, h);
                 // A barrier: what the VMMs do next comes after the fault.
                 self.action(format!("release: {}", d.describe()));
@@ -135,7 +151,7 @@ impl Controller<'_> {
     /// Injects a fault at target-listen, the kit's hold before the migrate
     /// command (the target listens; nothing has crossed yet).
     pub(super) fn inject_before_migrate(&mut self, fault: Fault) {
-        self.inject();
+        self.inject(Step::TargetListen, fault);
         match fault.injection() {
             Injection::Kill(victim) => self.kill(role_of(victim)),
             // The cancel comes at the next hold, once the migration runs.

@@ -24,9 +24,10 @@ use crate::adapter::{Adapter, AdapterError, LaunchSpec, Monitor, Role, VmEvent};
 use crate::device::{DeviceDaemon, DeviceError, DeviceSetup};
 use crate::guestmem::GuestRam;
 use crate::interposer::{Directive, Held, Interposer};
-use crate::plan::{FaultPoint, GuestState};
+use crate::plan::GuestState;
 use crate::process::VmmProcess;
 use crate::record::TrialRecord;
+use crate::schedule::Schedule;
 use crate::timeline::Timeline;
 use crate::trialdir::TrialDir;
 
@@ -36,8 +37,9 @@ pub struct TrialSpec {
     /// The full trial name (for logs and the kept directory's name).
     pub name: String,
     pub guest: GuestState,
-    /// The fault to inject, or none for a fault-free handover.
-    pub point: Option<FaultPoint>,
+    /// The faults to inject (none for a fault-free handover, one for a
+    /// matrix trial: [`Schedule::single`]), and the timing the kit bends.
+    pub schedule: Schedule,
     /// The bound for "within a bounded time" (return to a runstate, a cancel, an exit).
     pub settle: Duration,
     /// The bound for the whole migration to end.
