@@ -30,6 +30,7 @@ pub mod procinfo;
 pub mod record;
 pub mod rules;
 pub mod runowner;
+pub mod scenario;
 pub mod steps;
 pub mod timeline;
 pub mod trial;

@@ -202,6 +202,9 @@ pub struct TrialRecord {
     pub shape: HandoverShape,
     pub guest: GuestState,
     pub point: Option<FaultPoint>,
+    /// Why the case's scenario makes the target refuse the state (the sides
+    /// differ so that it cannot load it); `None` when the sides match.
+    pub mismatch: Option<String>,
     /// The fault point was reached and the fault injected.
     pub injected: bool,
     /// The source's runstate when the migrate command came.
@@ -242,6 +245,7 @@ impl TrialRecord {
             shape: HandoverShape::CPR_TRANSFER,
             guest,
             point,
+            mismatch: None,
             injected: false,
             prior: String::new(),
             migrate: MigrateReply::NotSent,

@@ -37,6 +37,7 @@ pub fn run(cfg: &Config) -> ! {
         crate::log!("boot: mutant {m}");
     }
     let mut vm = Vm::new(ram, RunState::Prelaunch, !cfg.no_autostart, cfg.mutant);
+    vm.extra_devices = cfg.extra_devices.clone();
     attach_devices(cfg, &mut vm);
     let vm = Arc::new(vm);
     if !cfg.no_autostart {

@@ -61,6 +61,10 @@ pub struct DeviceState {
     pub ram_size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blk: Option<BlkState>,
+    /// The VM's extra devices (`--extra-device`), each a section the target
+    /// must have (absent when there are none: the wire is unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 /// A bare `{"type":...}` message (`loaded`, `go`).
@@ -102,6 +106,7 @@ impl DeviceState {
             vcpu: VcpuState { r },
             ram_size,
             blk: None,
+            devices: Vec::new(),
         }
     }
 

@@ -263,6 +263,7 @@ fn main_stream(vm: &Vm, path: &Path, old_state: RunState, conns: &mut Conns) -> 
         vm.set_migration_status(&mut st, MigrationStatus::Device);
         let mut state = DeviceState::new(old_state == RunState::Running, vm.vcpu.r(), size);
         state.blk = blk_state(vm);
+        state.devices = vm.extra_devices.clone();
         state
     };
     main.write_all(&proto::line(&state))

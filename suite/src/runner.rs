@@ -86,9 +86,16 @@ impl Planned {
     /// adapter with what the case needs; `Err` says why not.
     pub fn runnable(&self) -> Result<(), String> {
         self.case.runnable()?;
-        match self
+        if let Some(why) = self
             .adapter
             .not_runnable(self.case.device_policy.is_some(), &self.case.capabilities)
+        {
+            return Err(why);
+        }
+        let prelaunch = self.case.guest == cprkit_harness::plan::GuestState::Prelaunch;
+        match self
+            .adapter
+            .scenario_unsupported(&self.case.scenario, prelaunch)
         {
             Some(why) => Err(why),
             None => Ok(()),
@@ -138,6 +145,10 @@ fn spec_for(id: &TrialId, case: &Case, point: Option<FaultPoint>, opts: &RunOpti
             policy,
         }),
         keep: opts.keep,
+        scenario: cprkit_harness::scenario::Scenario {
+            fault_hop: id.hop,
+            ..case.scenario.clone()
+        },
     }
 }
 

@@ -119,8 +119,13 @@ fn trial_id_parses_its_parts() {
                 fault: Fault::KillTarget,
                 step: Step::CprSave
             }),
+            hop: 1,
         })
     );
+    let hop2 = TrialId::parse("refvmm::chain/kill-target@cpr-save#2").unwrap();
+    assert_eq!(hop2.hop, 2);
+    assert_eq!(hop2.name(), "refvmm::chain/kill-target@cpr-save#2");
+    assert_eq!(TrialId::parse("refvmm::chain/kill-target@cpr-save#1"), None);
     assert_eq!(
         TrialId::parse("refvmm::memory-running/bad-request:private-ram@source-stop")
             .unwrap()

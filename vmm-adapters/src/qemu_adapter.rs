@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use crate::qmp_monitor::connect_qmp;
 use cprkit_harness::adapter::{Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, Monitor};
 use cprkit_harness::plan::Step;
+use cprkit_harness::scenario::{ExtraDevice, OnFailedLoad, Scenario, TargetStart};
 use serde_json::json;
 
 use crate::VmmError;
@@ -244,14 +245,23 @@ impl Qemu {
         }
         push(format!("q35,memory-backend={RAM_ID},aux-ram-share=on"));
         push("-object".into());
+        // Another RAM size (a scenario's `other-ram`): twice the usual.
+        let mib = if spec.setup.other_ram {
+            2 * RAM_MIB
+        } else {
+            RAM_MIB
+        };
         push(if spec.shared_ram {
-            format!("memory-backend-memfd,id={RAM_ID},size={RAM_MIB}M,share=on")
+            format!("memory-backend-memfd,id={RAM_ID},size={mib}M,share=on")
         } else {
             // Anonymous private memory: QEMU refuses it for CPR (ERR-1).
-            format!("memory-backend-ram,id={RAM_ID},size={RAM_MIB}M")
+            format!("memory-backend-ram,id={RAM_ID},size={mib}M")
         });
         push("-m".into());
-        push(format!("{RAM_MIB}M"));
+        push(format!("{mib}M"));
+        if spec.setup.start_stopped {
+            push("-S".into());
+        }
         // With the kit's disk, SeaBIOS (QEMU's default firmware) starts the
         // device and boots the counting loop from its boot sector: real
         // device I/O, and a started device whose rings the kit can watch.
@@ -278,8 +288,24 @@ impl Qemu {
             push("-device".into());
             push("vhost-user-blk-pci,chardev=vublk0,id=vublk0,num-queues=1,bootindex=0".into());
         }
+        for dev in &spec.setup.devices {
+            push("-device".into());
+            push(
+                match dev {
+                    ExtraDevice::Rng => "virtio-rng-pci",
+                }
+                .into(),
+            );
+        }
         if let Some(inc) = &spec.incoming {
-            for (kind, path) in [("main", &inc.main), ("cpr", &inc.cpr)] {
+            // A deferred target gets its main channel by `migrate-incoming`.
+            let deferred = spec.setup.target_start == TargetStart::Deferred;
+            if deferred {
+                push("-incoming".into());
+                push("defer".into());
+            }
+            let channels = [("main", &inc.main), ("cpr", &inc.cpr)];
+            for (kind, path) in channels.into_iter().skip(usize::from(deferred)) {
                 push("-incoming".into());
                 push(
                     json!({
@@ -324,6 +350,18 @@ impl Adapter for Qemu {
     /// the main channel: there is no target-resume message to hold.
     fn has_step(&self, step: Step, capabilities: &[String]) -> bool {
         step != Step::TargetResume || capabilities.iter().any(|c| c == "return-path")
+    }
+
+    /// Every scenario key maps (`-S`, the RAM size, `-device
+    /// virtio-rng-pci`, `-incoming defer` and `migrate-incoming`), but one:
+    /// a target listening from its start always exits on a failed load
+    /// (`exit-on-error` is an argument of `migrate-incoming` only).
+    fn scenario_unsupported(&self, scenario: &Scenario, _prelaunch: bool) -> Option<String> {
+        (scenario.on_failed_load == OnFailedLoad::Stay
+            && scenario.target_start == TargetStart::Listening)
+            .then(|| {
+                "QEMU's target listening from its start (`-incoming` on the command line) always exits on a failed load: `exit-on-error` is an argument of `migrate-incoming` only (write target-start = \"deferred\")".into()
+            })
     }
 
     /// Every QEMU's trials share `snapshots/qemu/` (a path in the name would
@@ -443,6 +481,7 @@ mod tests {
             dir,
             shared_ram,
             vhost_user_blk: None,
+            setup: Default::default(),
         }
     }
 

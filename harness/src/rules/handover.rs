@@ -17,9 +17,24 @@ pub(super) fn context(r: &TrialRecord) -> String {
 
 pub fn done0(r: &TrialRecord) -> Verdict {
     const ID: &str = "DONE-0";
-    let expected = expected_end(r.point.map(|p| (p.fault, p.step)));
+    let mut expected = expected_end(r.point.map(|p| (p.fault, p.step)));
     if expected == Expected::Refused {
         return Verdict::na(ID, "a malformed request: ERR-1 judges it");
+    }
+    // A scenario whose sides differ so that the target cannot load the
+    // state (another RAM size, a device it lacks) must not complete.
+    if let Some(why) = &r.mismatch {
+        if r.completed() {
+            return Verdict::fail(
+                ID,
+                format!(
+                    "the handover completed although {why}: the target took a state that does not fit it"
+                ),
+            );
+        }
+        if expected == Expected::Completes {
+            expected = Expected::Fails { refusal: false };
+        }
     }
     let context = context(r);
     match &r.migrate {

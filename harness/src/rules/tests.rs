@@ -59,6 +59,7 @@ impl Rec {
             shape: HandoverShape::CPR_TRANSFER,
             guest: GuestState::Running,
             point: None,
+            mismatch: None,
             injected: false,
             prior: "running".into(),
             migrate: MigrateReply::Accepted,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::adapter::{
     Adapter, AdapterError, Channels, HandoverShape, Incoming, LaunchSpec, MigrateRequest, Monitor,
-    Receive, Role, VmEvent,
+    Receive, Role, SideSetup, VmEvent,
 };
 use crate::faults::{Fault, Injection};
 use crate::guestmem::GuestRam;
@@ -17,6 +17,7 @@ use crate::interposer::{self, Directive, Held, Interposer};
 use crate::plan::{BadRequest, GuestState, Step};
 use crate::process::VmmProcess;
 use crate::record::{MigrateReply, TrialRecord};
+use crate::scenario::TargetStart;
 use crate::timeline::{Actor, Timeline, What};
 use crate::trialdir::TrialDir;
 use crate::unixnet;
@@ -41,6 +42,7 @@ impl<'a> Controller<'a> {
             dir.kept(),
         );
         record.shape = adapter.handover_shape();
+        record.mismatch = spec.scenario.mismatch();
         Controller {
             adapter,
             spec,
@@ -55,8 +57,64 @@ impl<'a> Controller<'a> {
             device: None,
             source_status: None,
             main_route: None,
+            main_given: false,
             hang_pending: false,
             record,
+        }
+    }
+
+    /// What the scenario asks of one side at its start.
+    pub(super) fn side_setup(&self, role: Role) -> SideSetup {
+        let sc = &self.spec.scenario;
+        let diff = sc.side(role);
+        SideSetup {
+            start_stopped: role == Role::Source && self.spec.guest == GuestState::Prelaunch,
+            other_ram: diff.other_ram,
+            devices: diff.devices.clone(),
+            target_start: sc.target_start,
+            on_failed_load: sc.on_failed_load,
+        }
+    }
+
+    /// A deferred target ([`TargetStart::Deferred`]) gets its main channel
+    /// once the CPR state went on to it: the kit connects its monitor (it
+    /// answers once the state is loaded) and gives it the main channel, as
+    /// libvirt does. Once per handover; not if the source's migration ended.
+    pub(super) fn give_main_channel(&mut self) {
+        if self.spec.scenario.target_start != TargetStart::Deferred
+            || self.main_given
+            || !self.record.cutover.as_ref().is_some_and(|c| c.forwarded)
+            || self.source_terminal()
+            || !self.alive(Role::Target)
+        {
+            return;
+        }
+        self.main_given = true;
+        if !self.target_ready() {
+            return;
+        }
+        let Some(main) = self
+            .target
+            .as_ref()
+            .and_then(|t| t.spec.incoming.as_ref())
+            .map(|i| i.main.clone())
+        else {
+            return;
+        };
+        self.action("give the target its main channel");
+        let on_failed_load = self.spec.scenario.on_failed_load;
+        let reply = self
+            .target
+            .as_mut()
+            .and_then(|t| t.monitor.as_mut())
+            .map(|m| m.incoming_main(&main, on_failed_load));
+        if let Some(Err(e)) = reply {
+            let (command, desc) = match e {
+                AdapterError::Refused { command, desc } => (command, desc),
+                other => ("incoming-main".to_string(), other.to_string()),
+            };
+            self.timeline
+                .record(Actor::Target, What::Refused { command, desc });
         }
     }
 
@@ -141,6 +199,7 @@ impl<'a> Controller<'a> {
             incoming: Some(incoming.clone()),
             shared_ram: true,
             vhost_user_blk: blk.clone(),
+            setup: self.side_setup(Role::Target),
         };
         let source_spec = LaunchSpec {
             role: Role::Source,
@@ -151,6 +210,7 @@ impl<'a> Controller<'a> {
             // A vhost-user device needs shared guest RAM: the source whose
             // RAM is private (ERR-1) runs without it.
             vhost_user_blk: blk.filter(|_| self.bad_request() != Some(BadRequest::PrivateRam)),
+            setup: self.side_setup(Role::Source),
         };
 
         // The target first: it must be listening on its cpr socket (a
@@ -177,13 +237,17 @@ impl<'a> Controller<'a> {
         let source_spec_has_device = source_spec.vhost_user_blk.is_some();
         let mut source = self.spawn(source_spec)?;
         let mut mon = self.connect(&source, Instant::now() + STARTUP)?;
+        // A guest started stopped (prelaunch) never runs: nothing to wait for.
+        let runs = self.spec.guest != GuestState::Prelaunch;
         if self.bad_request() != Some(BadRequest::PrivateRam) {
             source.ram = Some(self.open_ram(source.proc.pid())?);
             self.record.source_ram_inode = source.ram.as_ref().map(GuestRam::inode);
-            self.wait_guest_started(source.ram.as_ref().expect("just opened"))?;
+            if runs {
+                self.wait_guest_started(source.ram.as_ref().expect("just opened"))?;
+            }
         }
         if source_spec_has_device {
-            self.wait_device_started(source.proc.pid())?;
+            self.wait_device_started(source.proc.pid(), runs)?;
         }
         if self.spec.guest == GuestState::Paused {
             mon.stop()?;

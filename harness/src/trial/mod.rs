@@ -26,6 +26,7 @@ use crate::interposer::{Directive, Held, Interposer};
 use crate::plan::{FaultPoint, GuestState};
 use crate::process::VmmProcess;
 use crate::record::TrialRecord;
+use crate::scenario::Scenario;
 use crate::timeline::Timeline;
 use crate::trialdir::TrialDir;
 
@@ -47,6 +48,9 @@ pub struct TrialSpec {
     pub device: Option<DeviceSetup>,
     /// Keep the trial directory (sockets, logs) afterwards.
     pub keep: bool,
+    /// What the sides differ in, how the target starts, the hops
+    /// ([`crate::scenario`]; the default is one plain handover).
+    pub scenario: Scenario,
 }
 
 /// The trial could not be carried out (not a verdict on the VMM).
@@ -150,6 +154,8 @@ struct Controller<'a> {
     source_status: Option<String>,
     /// The main channel's route, opened at target-init.
     main_route: Option<crate::interposer::Route>,
+    /// A deferred target was given its main channel (or the kit tried).
+    main_given: bool,
     /// A hang-target fault waiting for its cancel at the next hold.
     hang_pending: bool,
     record: TrialRecord,
