@@ -60,6 +60,7 @@ impl Rec {
             guest: GuestState::Running,
             point: None,
             mismatch: None,
+            chain: None,
             injected: false,
             prior: "running".into(),
             migrate: MigrateReply::Accepted,

@@ -32,17 +32,6 @@ impl<'a> Controller<'a> {
         tx: Sender<Signal>,
         rx: Receiver<Signal>,
     ) -> Self {
-        let mut record = TrialRecord::new(
-            spec.name.clone(),
-            adapter.name().to_string(),
-            spec.guest,
-            spec.point,
-            spec.settle,
-            dir.path().to_path_buf(),
-            dir.kept(),
-        );
-        record.shape = adapter.handover_shape();
-        record.mismatch = spec.scenario.mismatch();
         Controller {
             adapter,
             spec,
@@ -59,8 +48,25 @@ impl<'a> Controller<'a> {
             main_route: None,
             main_given: false,
             hang_pending: false,
-            record,
+            hop: 1,
+            hop_start: std::time::Duration::ZERO,
+            earlier: Vec::new(),
+            record: TrialRecord::new(
+                spec.name.clone(),
+                adapter.name().to_string(),
+                spec.guest,
+                None,
+                spec.settle,
+                dir.path().to_path_buf(),
+                dir.kept(),
+            ),
         }
+        .with_first_record()
+    }
+
+    fn with_first_record(mut self) -> Self {
+        self.record = self.fresh_record();
+        self
     }
 
     /// What the scenario asks of one side at its start.
@@ -118,17 +124,35 @@ impl<'a> Controller<'a> {
         }
     }
 
+    /// The trial's fault point, at the hop it is injected at only.
+    pub(super) fn point(&self) -> Option<crate::plan::FaultPoint> {
+        self.spec
+            .point
+            .filter(|_| self.spec.scenario.fault_hop == self.hop)
+    }
+
+    pub(super) fn log(&self, role: Role) -> String {
+        // From the second hop on, the source is the previous hop's target.
+        let name = match (role, self.hop) {
+            (_, 1) => format!("{}.log", role.name()),
+            (Role::Source, 2) => "target.log".to_string(),
+            (Role::Source, h) => format!("target-h{}.log", h - 1),
+            (Role::Target, h) => format!("target-h{h}.log"),
+        };
+        self.dir.join(&name).display().to_string()
+    }
+
     /// The shape of the VMM's handover.
     pub(super) fn shape(&self) -> HandoverShape {
         self.record.shape
     }
 
     pub(super) fn fault_at(&self, step: Step) -> Option<Fault> {
-        self.spec.point.filter(|p| p.step == step).map(|p| p.fault)
+        self.point().filter(|p| p.step == step).map(|p| p.fault)
     }
 
     pub(super) fn bad_request(&self) -> Option<BadRequest> {
-        match self.spec.point.map(|p| p.fault.injection()) {
+        match self.point().map(|p| p.fault.injection()) {
             Some(Injection::Request(b)) => Some(b),
             _ => None,
         }
@@ -136,13 +160,6 @@ impl<'a> Controller<'a> {
 
     pub(super) fn action(&self, what: impl Into<String>) {
         self.timeline.record(Actor::Kit, What::Action(what.into()));
-    }
-
-    pub(super) fn log(&self, role: Role) -> String {
-        self.dir
-            .join(&format!("{}.log", role.name()))
-            .display()
-            .to_string()
     }
 
     pub(super) fn spawn(&self, spec: LaunchSpec) -> Result<Side, TrialError> {
@@ -185,37 +202,37 @@ impl<'a> Controller<'a> {
         self.adapter.connect(&side.spec, deadline, sink)
     }
 
+    /// The trial: the first source and target, the handover, then any
+    /// further hops ([`super::hops`]).
     pub(super) fn run(&mut self) -> Result<(), TrialError> {
+        let incoming = self.start_pair()?;
+        self.handover(&incoming)?;
+        self.further_hops()
+    }
+
+    /// The launch of a target of this trial; `prefix` names its sockets
+    /// (`t-` for the first, `h2-t-` for the second hop's).
+    pub(super) fn target_spec(&self, prefix: &str, blk: Option<std::path::PathBuf>) -> LaunchSpec {
         let d = self.dir;
-        let blk = self.start_device()?;
-        let incoming = Incoming {
-            main: d.join("t-main.sock"),
-            cpr: d.join("t-cpr.sock"),
-        };
-        let target_spec = LaunchSpec {
+        LaunchSpec {
             role: Role::Target,
             dir: d.path().to_path_buf(),
-            monitor: d.join("t-qmp.sock"),
-            incoming: Some(incoming.clone()),
+            monitor: d.join(&format!("{prefix}qmp.sock")),
+            incoming: Some(Incoming {
+                main: d.join(&format!("{prefix}main.sock")),
+                cpr: d.join(&format!("{prefix}cpr.sock")),
+            }),
             shared_ram: true,
-            vhost_user_blk: blk.clone(),
+            vhost_user_blk: blk,
             setup: self.side_setup(Role::Target),
-        };
-        let source_spec = LaunchSpec {
-            role: Role::Source,
-            dir: d.path().to_path_buf(),
-            monitor: d.join("s-qmp.sock"),
-            incoming: None,
-            shared_ram: self.bad_request() != Some(BadRequest::PrivateRam),
-            // A vhost-user device needs shared guest RAM: the source whose
-            // RAM is private (ERR-1) runs without it.
-            vhost_user_blk: blk.filter(|_| self.bad_request() != Some(BadRequest::PrivateRam)),
-            setup: self.side_setup(Role::Source),
-        };
+        }
+    }
 
-        // The target first: it must be listening on its cpr socket (a
-        // target that starts empty is asked to, on its monitor).
-        let mut target = self.spawn(target_spec)?;
+    /// Starts a target and waits (bounded) until it listens on its cpr
+    /// socket (a target that starts empty is asked to, on its monitor).
+    pub(super) fn start_target(&mut self, spec: LaunchSpec) -> Result<Incoming, TrialError> {
+        let incoming = spec.incoming.clone().expect("a target's channels");
+        let mut target = self.spawn(spec)?;
         if self.shape().receive == Receive::MonitorRequest {
             let mut mon = self.connect(&target, Instant::now() + STARTUP)?;
             self.action("receive");
@@ -232,6 +249,28 @@ impl<'a> Controller<'a> {
                 Path::new(&self.log(Role::Target)),
             ));
         }
+        Ok(incoming)
+    }
+
+    /// The first target and source, the guest started as the case says.
+    fn start_pair(&mut self) -> Result<Incoming, TrialError> {
+        let d = self.dir;
+        let blk = self.start_device()?;
+        let target_spec = self.target_spec("t-", blk.clone());
+        let source_spec = LaunchSpec {
+            role: Role::Source,
+            dir: d.path().to_path_buf(),
+            monitor: d.join("s-qmp.sock"),
+            incoming: None,
+            shared_ram: self.bad_request() != Some(BadRequest::PrivateRam),
+            // A vhost-user device needs shared guest RAM: the source whose
+            // RAM is private (ERR-1) runs without it.
+            vhost_user_blk: blk.filter(|_| self.bad_request() != Some(BadRequest::PrivateRam)),
+            setup: self.side_setup(Role::Source),
+        };
+
+        // The target first: it must be listening on its cpr socket.
+        let incoming = self.start_target(target_spec)?;
 
         // The source, its monitor, its guest running or paused.
         let source_spec_has_device = source_spec.vhost_user_blk.is_some();
@@ -256,7 +295,14 @@ impl<'a> Controller<'a> {
         mon.prepare_cpr(&self.spec.capabilities)?;
         source.monitor = Some(mon);
         self.source = Some(source);
+        Ok(incoming)
+    }
 
+    /// One handover from the source to the target listening on `incoming`:
+    /// the interposer between them, the migrate command, the migration
+    /// followed to its end, and the final readings.
+    pub(super) fn handover(&mut self, incoming: &Incoming) -> Result<(), TrialError> {
+        let d = self.dir;
         // The interposer between them.
         let tx = self.tx.clone();
         let on_hold: interposer::HoldHandler = Arc::new(move |held: Held| {

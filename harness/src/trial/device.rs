@@ -42,10 +42,10 @@ impl Controller<'_> {
         source_pid: i32,
         guest_runs: bool,
     ) -> Result<(), TrialError> {
+        let source_log = std::path::PathBuf::from(self.log(Role::Source));
         let Some(d) = self.device.as_mut().filter(|d| d.observable()) else {
             return Ok(());
         };
-        let source_log = self.dir.join("source.log");
         let setup_err = |what: String| TrialError::setup(what, &source_log);
         let deadline = Instant::now() + STARTUP;
         let taken = |st: &DeviceState| {
@@ -78,7 +78,7 @@ impl Controller<'_> {
             self.source.as_ref().map(|s| s.proc.pid()),
             self.target.as_ref().map(|t| t.proc.pid()),
         );
-        let point = self.spec.point;
+        let point = self.point();
         if let Some(obs) = self.record.device.as_mut() {
             (obs.source_pid, obs.target_pid) = pids;
         }

@@ -159,7 +159,8 @@ impl Controller<'_> {
         self.source = None;
         self.target = None;
         self.finish_device();
-        self.record.timeline = self.timeline.entries();
+        self.record.timeline = self.hop_entries();
+        self.record.chain = self.chain();
         self.record.clone()
     }
 }

@@ -12,6 +12,7 @@ mod controller;
 mod device;
 mod ending;
 mod holds;
+mod hops;
 mod signals;
 
 use std::collections::VecDeque;
@@ -158,6 +159,12 @@ struct Controller<'a> {
     main_given: bool,
     /// A hang-target fault waiting for its cancel at the next hold.
     hang_pending: bool,
+    /// The hop being run (1-based; [`hops`]).
+    hop: u32,
+    /// When the hop being run started (its record's timeline starts there).
+    hop_start: Duration,
+    /// The records of the hops already run, in order.
+    earlier: Vec<TrialRecord>,
     record: TrialRecord,
 }
 
