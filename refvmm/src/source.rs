@@ -264,6 +264,7 @@ fn main_stream(vm: &Vm, path: &Path, old_state: RunState, conns: &mut Conns) -> 
         let mut state = DeviceState::new(old_state == RunState::Running, vm.vcpu.r(), size);
         state.blk = blk_state(vm);
         state.devices = vm.extra_devices.clone();
+        state.prelaunch = old_state == RunState::Prelaunch;
         state
     };
     main.write_all(&proto::line(&state))

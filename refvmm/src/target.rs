@@ -106,7 +106,7 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
         // source and without waiting for its go.
         crate::log!("target-resume: not waiting for go (mutant split-brain-after-cancel)");
         start_blk(&vm, &state);
-        target_resume(&vm, &mut vm.lock(), state.running);
+        target_resume(&vm, &mut vm.lock(), &state);
     }
     match (&main).write_all(&proto::loaded_line()) {
         Ok(()) => {}
@@ -127,7 +127,7 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
         if !ring_early {
             start_blk(&vm, &state);
         }
-        target_resume(&vm, &mut vm.lock(), state.running);
+        target_resume(&vm, &mut vm.lock(), &state);
     }
     drop(reader);
     drop(main);
@@ -332,12 +332,16 @@ fn start_blk(vm: &Vm, state: &DeviceState) {
 }
 
 /// target-resume: runs the VM if the source was running (and `-S` or a
-/// `stop` did not say otherwise), else ends `paused`.
-fn target_resume(vm: &Vm, st: &mut VmState, source_running: bool) {
+/// `stop` did not say otherwise), else ends `paused` (`prelaunch` if the
+/// source had never run, as QEMU's target takes the source's runstate).
+fn target_resume(vm: &Vm, st: &mut VmState, state: &DeviceState) {
     crate::log!("step target-resume");
-    let run = (source_running && st.autostart) || vm.has(Mutant::TargetIgnoresPaused);
+    let run = (state.running && st.autostart) || vm.has(Mutant::TargetIgnoresPaused);
     if run {
         vm.start(st);
+    } else if state.prelaunch {
+        st.runstate = RunState::Prelaunch;
+        crate::log!("target-resume: prelaunch (the source never ran)");
     } else {
         st.runstate = RunState::Paused;
         crate::log!("target-resume: paused");
