@@ -59,8 +59,7 @@ fn check(p: &Planned, root: &std::path::Path) -> Result<(), Failed> {
     let result = run_one(p, root, &RunOptions::default());
     match result.verdicts {
         Verdicts::Judged { outcome, .. } => {
-            let name = format!("{}__{}", p.id.case, cprkit_suite::point_name(p.id.point))
-                .replace(':', "-");
+            let name = format!("{}__{}", p.id.case, p.id.point_name()).replace(':', "-");
             let mut settings = insta::Settings::clone_current();
             settings.set_snapshot_path(vmm_snapshots_dir(&p.adapter.snapshot_dir()));
             settings.set_prepend_module_to_snapshot(false);

@@ -64,19 +64,20 @@ impl Controller<'_> {
         let mut done = std::mem::replace(&mut self.record, fresh);
         done.timeline = self.hop_entries();
         self.earlier.push(done);
-        self.hop_start = self.timeline.start().elapsed();
-        self.action(format!(
-            "hop {hop}: the previous source goes, the target becomes the source"
-        ));
-
+        // The previous source goes (its exit belongs to neither hop's record).
         if let Some(old) = self.source.take() {
             old.proc.kill();
         }
+        self.hop_start = self.timeline.start().elapsed();
+        self.action(format!(
+            "hop {hop}: the previous source gone, the target becomes the source"
+        ));
         let mut source = self
             .target
             .take()
             .expect("a hop that handed over has a target");
         source.spec.role = Role::Source;
+        source.proc.set_actor(Role::Source);
         source.spec.incoming = None;
         // Its monitor's events came as the target's: connected again as the source's.
         source.monitor = None;
