@@ -23,6 +23,13 @@
 //!   -global migration.x-events=on
 //! ```
 //!
+//! A case's scenario keys ([`LaunchSpec::setup`]): `-S` for a guest that
+//! never ran (`prelaunch`), twice the RAM for `other-ram`, `-device
+//! virtio-rng-pci` for an extra `rng` device, and for a deferred target
+//! `-incoming defer` with the cpr channel still on the command line (its main
+//! channel comes by `migrate-incoming`, `exit-on-error` false for a target
+//! that stays alive on a failed load).
+//!
 //! Private RAM (the ERR-1 case `bad-request:private-ram`) is
 //! `-object memory-backend-ram,id=ram0,size=64M`: anonymous memory, not
 //! shared, in no memfd. QEMU 10.0.2 registers a CPR blocker for it at start-up
@@ -539,6 +546,52 @@ mod tests {
             "migration.x-events=on",
         ]);
         assert_eq!(args(&spec(Role::Target, true)), want);
+    }
+
+    #[test]
+    fn the_scenario_keys_map_to_qemu_options() {
+        let mut t = spec(Role::Target, true);
+        t.setup = cprkit_harness::adapter::SideSetup {
+            other_ram: true,
+            devices: vec![ExtraDevice::Rng],
+            target_start: TargetStart::Deferred,
+            ..Default::default()
+        };
+        let a = args(&t);
+        assert!(a.contains(&"memory-backend-memfd,id=ram0,size=128M,share=on".to_string()));
+        let dev = a.iter().position(|s| s == "virtio-rng-pci").unwrap();
+        assert_eq!(a[dev - 1], "-device");
+        let inc: Vec<&String> = a
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i > 0 && a[i - 1] == "-incoming")
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(inc.len(), 2, "{a:?}");
+        assert_eq!(inc[0], "defer");
+        assert!(inc[1].contains(r#""channel-type":"cpr""#), "{a:?}");
+        let mut s = spec(Role::Source, true);
+        s.setup.start_stopped = true;
+        assert!(args(&s).contains(&"-S".to_string()));
+        assert!(!args(&spec(Role::Source, true)).contains(&"-S".to_string()));
+    }
+
+    #[test]
+    fn a_listening_target_cannot_stay_alive_on_a_failed_load() {
+        let q = Qemu {
+            name: "qemu".into(),
+            binary: PathBuf::from("qemu-system-x86_64"),
+            version: v(10, 0, 2),
+            package: String::new(),
+        };
+        let mut sc = Scenario {
+            on_failed_load: OnFailedLoad::Stay,
+            ..Scenario::default()
+        };
+        let why = q.scenario_unsupported(&sc, false).unwrap();
+        assert!(why.contains("migrate-incoming"), "{why}");
+        sc.target_start = TargetStart::Deferred;
+        assert_eq!(q.scenario_unsupported(&sc, true), None);
     }
 
     #[test]
