@@ -103,9 +103,16 @@ fn the_example_program_gives_the_outcomes_of_the_built_in_adapter() {
 
     assert_eq!(want.len(), got.len());
     let mut differ = Vec::new();
+    let mut unmapped = 0;
     for (w, g) in want.iter().zip(&got) {
         assert_eq!((&w.id.case, w.id.point), (&g.id.case, g.id.point));
         let (w_out, g_out) = (outcome(w), outcome(g));
+        // The protocol has no words for a case's scenario keys: the exec
+        // adapter's trials of such a case are not run, and say why.
+        if matches!(&g_out, Err(e) if e.contains("does not map the scenario keys")) {
+            unmapped += 1;
+            continue;
+        }
         // Not run (a profile this host cannot run) must be not run both ways.
         let not_run = matches!(&w_out, Err(e) if e.starts_with("not run: "));
         assert!(
@@ -129,6 +136,12 @@ fn the_example_program_gives_the_outcomes_of_the_built_in_adapter() {
         differ.len(),
         got.len(),
         differ.join("\n\n")
+    );
+    // The scenario cases are there, and only they are left out.
+    assert!(
+        unmapped > 0 && unmapped < got.len(),
+        "{unmapped} of {} not mapped",
+        got.len()
     );
 }
 

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::faults::{BadRequest, Fault, Injection};
+use crate::scenario::{ExtraDevice, OnFailedLoad, Scenario, TargetStart};
 use crate::steps::Step;
 
 /// Which side of the handover a process plays.
@@ -159,6 +160,26 @@ pub struct LaunchSpec {
     /// The vhost-user socket of the kit's virtio-blk device, in profiles with
     /// one: the VMM attaches it (QEMU: `vhost-user-blk-pci`).
     pub vhost_user_blk: Option<PathBuf>,
+    /// What the case's scenario asks of this side (defaults: as the other
+    /// side, started running, a target listening from its start).
+    pub setup: SideSetup,
+}
+
+/// What a case's scenario asks of one VMM at its start
+/// ([`crate::scenario`]); the adapter maps each to its VMM's options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SideSetup {
+    /// Start with the guest stopped, never run (QEMU `-S`: `prelaunch`).
+    pub start_stopped: bool,
+    /// Another RAM size than the other side (twice the adapter's usual).
+    pub other_ram: bool,
+    /// Extra devices on this side only.
+    pub devices: Vec<ExtraDevice>,
+    /// A target: listening from its start, or deferred (its main channel
+    /// comes by [`Monitor::incoming_main`] once the CPR state arrived).
+    pub target_start: TargetStart,
+    /// A target: what it does when its load fails.
+    pub on_failed_load: OnFailedLoad,
 }
 
 /// Where the guest keeps what the kit reads straight from guest RAM.
@@ -264,6 +285,21 @@ pub trait Monitor: Send {
             desc: "this VMM's target listens from its start".into(),
         })
     }
+    /// Gives a deferred target ([`TargetStart::Deferred`]) its main
+    /// channel, once it has the CPR state (QEMU `migrate-incoming` with the
+    /// main channel, `exit-on-error` false for [`OnFailedLoad::Stay`]).
+    /// Refused by default.
+    fn incoming_main(
+        &mut self,
+        main: &std::path::Path,
+        on_failed_load: OnFailedLoad,
+    ) -> Result<(), AdapterError> {
+        let _ = (main, on_failed_load);
+        Err(AdapterError::Refused {
+            command: "incoming-main".into(),
+            desc: "this VMM's adapter cannot give a deferred target its main channel".into(),
+        })
+    }
     fn cancel(&mut self) -> Result<(), AdapterError>;
     fn stop(&mut self) -> Result<(), AdapterError>;
     fn cont(&mut self) -> Result<(), AdapterError>;
@@ -301,6 +337,24 @@ pub trait Adapter: Send + Sync {
     fn not_runnable(&self, device: bool, capabilities: &[String]) -> Option<String> {
         let _ = (device, capabilities);
         None
+    }
+    /// Why this adapter cannot run a case's scenario ([`Scenario`]), if it
+    /// cannot: its trials are then "not run" with that reason. By default
+    /// an adapter runs only the default scenario (one handover between like
+    /// VMMs, a target listening from its start) and says so of any other:
+    /// an adapter that maps the scenario keys says which it maps.
+    fn scenario_unsupported(&self, scenario: &Scenario, guest_prelaunch: bool) -> Option<String> {
+        let mut keys = scenario.keys_set();
+        if guest_prelaunch {
+            keys.insert(0, "guest = \"prelaunch\"");
+        }
+        (!keys.is_empty()).then(|| {
+            format!(
+                "the {} adapter does not map the scenario keys {}",
+                self.name(),
+                keys.join(", ")
+            )
+        })
     }
     /// Whether a snapshot of this adapter's trials keeps the ordered steps.
     /// Yes by default; no for a VMM whose own threads report events at

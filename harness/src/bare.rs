@@ -36,6 +36,7 @@ pub fn handover(adapter: &dyn Adapter, root: &Path) -> Result<BareTimes, TrialEr
         incoming,
         shared_ram: true,
         vhost_user_blk: None,
+        setup: Default::default(),
     };
     let target_spec = spec(Role::Target, "t-qmp.sock", Some(incoming.clone()));
     let source_spec = spec(Role::Source, "s-qmp.sock", None);

@@ -32,6 +32,7 @@ pub mod procinfo;
 pub mod record;
 pub mod rules;
 pub mod runowner;
+pub mod scenario;
 pub mod schedule;
 pub mod steps;
 pub mod timeline;

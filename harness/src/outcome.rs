@@ -25,7 +25,32 @@ pub struct Outcome {
     /// The vhost device's story, in profiles with one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceOutcome>,
+    /// Handovers in a row (a case's `hops`): how each hop run ended, the
+    /// last one being the rest of this snapshot; empty (left out) otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<String>,
     pub rules: Vec<RuleOutcome>,
+}
+
+/// How each hop of a chain ended: `hop 1: completed, target running`.
+fn hop_ends(r: &TrialRecord) -> Vec<String> {
+    let Some(c) = &r.chain else {
+        return Vec::new();
+    };
+    c.earlier
+        .iter()
+        .chain(std::iter::once(r))
+        .enumerate()
+        .map(|(i, h)| {
+            format!(
+                "hop {} of {}: {}, target {}",
+                i + 1,
+                c.hops,
+                migration_end(h),
+                side_end(&h.target)
+            )
+        })
+        .collect()
 }
 
 /// What each side did to the device (in the device's order, a repeat shown
@@ -187,6 +212,7 @@ impl Outcome {
             },
             steps,
             device: r.device.as_ref().map(DeviceOutcome::new),
+            hops: hop_ends(r),
             rules: verdicts
                 .iter()
                 .map(|v| RuleOutcome {

@@ -109,6 +109,8 @@ impl FromStr for FaultPoint {
 pub enum GuestState {
     Running,
     Paused,
+    /// Started stopped and never run (QEMU `-S`).
+    Prelaunch,
 }
 
 impl GuestState {
@@ -117,6 +119,7 @@ impl GuestState {
         match self {
             GuestState::Running => "running",
             GuestState::Paused => "paused",
+            GuestState::Prelaunch => "prelaunch",
         }
     }
 }

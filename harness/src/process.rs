@@ -47,7 +47,9 @@ type ExitSlot = Arc<(Mutex<Option<ExitInfo>>, Condvar)>;
 
 /// One running VMM process of a trial.
 pub struct VmmProcess {
-    actor: Actor,
+    /// Who it is in the timeline; a target that becomes the next hop's
+    /// source is named again ([`VmmProcess::set_actor`]).
+    actor: Arc<Mutex<Actor>>,
     pid: Pid,
     child: Option<Child>,
     exit: ExitSlot,
@@ -78,15 +80,17 @@ impl VmmProcess {
         let exit: ExitSlot = Arc::default();
         let slot = Arc::clone(&exit);
         let timeline = timeline.clone();
-        let watcher = std::thread::Builder::new()
-            .name(format!("watch-{}", actor.name()))
-            .spawn(move || {
-                let info = wait_exit_nowait(pid);
-                timeline.record(actor, What::Exited(info));
-                *slot.0.lock().expect("exit lock") = Some(info);
-                slot.1.notify_all();
-                on_exit(info);
-            })?;
+        let name = format!("watch-{}", actor.name());
+        let actor = Arc::new(Mutex::new(actor));
+        let watched = Arc::clone(&actor);
+        let watcher = std::thread::Builder::new().name(name).spawn(move || {
+            let info = wait_exit_nowait(pid);
+            let actor = *watched.lock().unwrap_or_else(|p| p.into_inner());
+            timeline.record(actor, What::Exited(info));
+            *slot.0.lock().expect("exit lock") = Some(info);
+            slot.1.notify_all();
+            on_exit(info);
+        })?;
         Ok(VmmProcess {
             actor,
             pid,
@@ -98,7 +102,12 @@ impl VmmProcess {
 
     /// Who it is in the timeline.
     pub fn actor(&self) -> Actor {
-        self.actor
+        *self.actor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Names it again in the timeline (the next hop's source was its target).
+    pub fn set_actor(&self, actor: impl Into<Actor>) {
+        *self.actor.lock().unwrap_or_else(|p| p.into_inner()) = actor.into();
     }
 
     pub fn pid(&self) -> i32 {

@@ -248,6 +248,19 @@ pub struct LaterFault {
     pub injected: bool,
 }
 
+/// A chain of handovers (a case's `hops`): what CHAIN-1 judges.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// The handovers asked for.
+    pub hops: u32,
+    /// The hop the trial's fault is at.
+    pub fault_hop: u32,
+    /// The trial's fault point (at `fault_hop`), if any.
+    pub point: Option<FaultPoint>,
+    /// The records of the hops before the last one run, in order.
+    pub earlier: Vec<TrialRecord>,
+}
+
 /// Everything a trial observed.
 #[derive(Debug, Clone)]
 pub struct TrialRecord {
@@ -259,6 +272,12 @@ pub struct TrialRecord {
     pub shape: HandoverShape,
     pub guest: GuestState,
     pub point: Option<FaultPoint>,
+    /// Why the case's scenario makes the target refuse the state (the sides
+    /// differ so that it cannot load it); `None` when the sides match.
+    pub mismatch: Option<String>,
+    /// Handovers in a row (`hops` > 1): the hops before this record's, each
+    /// whole; this record is the last hop run.
+    pub chain: Option<Chain>,
     /// The fault point was reached and the fault injected.
     pub injected: bool,
     /// The schedule's faults after `point` (none in a matrix trial).
@@ -303,6 +322,8 @@ impl TrialRecord {
             shape: HandoverShape::CPR_TRANSFER,
             guest,
             point,
+            mismatch: None,
+            chain: None,
             injected: false,
             later: Vec::new(),
             holds: Vec::new(),

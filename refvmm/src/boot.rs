@@ -43,6 +43,7 @@ pub fn run(cfg: &Config) -> ! {
         cfg.mutant,
         cfg.guest_step,
     );
+    vm.extra_devices = cfg.extra_devices.clone();
     attach_devices(cfg, &mut vm);
     let vm = Arc::new(vm);
     if !cfg.no_autostart {

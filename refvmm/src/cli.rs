@@ -8,9 +8,13 @@ use crate::vcpu::STEP_PAUSE;
 use crate::{DEFAULT_RAM_SIZE, MIN_RAM_SIZE, MIN_RAM_SIZE_BLK};
 
 /// Usage text printed with a usage error.
-pub const USAGE: &str = "usage: refvmm --qmp PATH [--incoming-cpr PATH --incoming-main PATH] \
-[--ram-size BYTES] [--private-ram] [-S] [--mutant NAME] [--vhost-user-blk PATH] \
-[--vhost-kernel PATH] [--guest-step-us N]\n       refvmm --list-mutants";
+pub const USAGE: &str = "usage: refvmm --qmp PATH [--incoming-cpr PATH (--incoming-main PATH | --incoming-defer) \
+[--stay-on-failed-load]] [--ram-size BYTES] [--private-ram] [-S] [--mutant NAME] [--vhost-user-blk PATH] \
+[--vhost-kernel PATH] [--extra-device rng]... [--guest-step-us N]\n       refvmm --list-mutants";
+
+/// The extra devices refvmm can have (`--extra-device`): devices that carry
+/// state in the main stream and do nothing else.
+pub const EXTRA_DEVICES: [&str; 1] = ["rng"];
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,13 +47,20 @@ pub struct Config {
     /// The guest's pause between two of its writes (`--guest-step-us`): a
     /// slower guest, for the kit's tests of its rate-derived watches.
     pub guest_step: Duration,
+    /// Extra devices (`--extra-device`), in the device state's `devices`.
+    pub extra_devices: Vec<String>,
+    /// A target that stays alive when its incoming migration fails after
+    /// target-init (QEMU `exit-on-error=false`), instead of exiting.
+    pub stay_on_failed_load: bool,
 }
 
 /// The listening paths of a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
     pub cpr: PathBuf,
-    pub main: PathBuf,
+    /// `None` with `--incoming-defer`: the main channel comes by
+    /// `migrate-incoming` on the monitor, once the CPR state is loaded.
+    pub main: Option<PathBuf>,
 }
 
 /// Parses the arguments (without the program name).
@@ -64,6 +75,9 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
     let mut vhost_user_blk = None;
     let mut vhost_kernel = None;
     let mut guest_step = STEP_PAUSE;
+    let mut extra_devices = Vec::new();
+    let mut defer = false;
+    let mut stay_on_failed_load = false;
     let mut list = false;
 
     let mut it = args.iter();
@@ -101,6 +115,18 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
                     format!("unknown mutant '{name}'; known: {}", Mutant::known_names())
                 })?);
             }
+            "--extra-device" => {
+                let name = value(flag)?;
+                if !EXTRA_DEVICES.contains(&name.as_str()) {
+                    return Err(format!(
+                        "unknown extra device '{name}'; known: {}",
+                        EXTRA_DEVICES.join(", ")
+                    ));
+                }
+                extra_devices.push(name);
+            }
+            "--incoming-defer" if inline.is_none() => defer = true,
+            "--stay-on-failed-load" if inline.is_none() => stay_on_failed_load = true,
             "--private-ram" if inline.is_none() => private_ram = true,
             "-S" => no_autostart = true,
             "--list-mutants" if inline.is_none() => list = true,
@@ -111,11 +137,23 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         return Ok(Parsed::ListMutants);
     }
     let qmp = qmp.ok_or("--qmp PATH is required")?;
-    let incoming = match (cpr, main) {
-        (Some(cpr), Some(main)) => Some(Incoming { cpr, main }),
-        (None, None) => None,
-        _ => return Err("--incoming-cpr and --incoming-main go together".into()),
+    let incoming = match (cpr, main, defer) {
+        (Some(cpr), Some(main), false) => Some(Incoming {
+            cpr,
+            main: Some(main),
+        }),
+        (Some(cpr), None, true) => Some(Incoming { cpr, main: None }),
+        (None, None, false) => None,
+        (_, Some(_), true) => {
+            return Err("--incoming-main and --incoming-defer exclude each other".into());
+        }
+        _ => {
+            return Err("--incoming-cpr goes with --incoming-main or --incoming-defer".into());
+        }
     };
+    if stay_on_failed_load && incoming.is_none() {
+        return Err("--stay-on-failed-load is for a target (--incoming-cpr)".into());
+    }
     if ram_size < MIN_RAM_SIZE {
         return Err(format!("--ram-size must be at least {MIN_RAM_SIZE} bytes"));
     }
@@ -142,6 +180,8 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         vhost_user_blk,
         vhost_kernel,
         guest_step,
+        extra_devices,
+        stay_on_failed_load,
     }))
 }
 
@@ -178,7 +218,7 @@ mod tests {
             cfg.incoming,
             Some(Incoming {
                 cpr: "c".into(),
-                main: "m".into()
+                main: Some("m".into())
             })
         );
         assert_eq!(cfg.ram_size, 0x10000);
@@ -227,6 +267,25 @@ mod tests {
     }
 
     #[test]
+    fn parses_a_deferred_target_that_stays() {
+        let Parsed::Run(cfg) = parse(&args(
+            "--qmp q --incoming-cpr c --incoming-defer --stay-on-failed-load --extra-device rng",
+        ))
+        .unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(
+            cfg.incoming,
+            Some(Incoming {
+                cpr: "c".into(),
+                main: None
+            })
+        );
+        assert!(cfg.stay_on_failed_load);
+        assert_eq!(cfg.extra_devices, ["rng"]);
+    }
+
+    #[test]
     fn refuses_bad_usage() {
         for bad in [
             "",
@@ -240,6 +299,14 @@ mod tests {
             "--qmp q --vhost-user-blk",
             "--qmp q --private-ram --vhost-user-blk v",
             "--qmp q --vhost-kernel",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
+        for bad in [
+            "--qmp q --incoming-cpr c --incoming-main m --incoming-defer",
+            "--qmp q --incoming-defer",
+            "--qmp q --stay-on-failed-load",
+            "--qmp q --extra-device gpu",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad}");
         }

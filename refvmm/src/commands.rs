@@ -22,7 +22,7 @@ pub struct Outcome {
 const MODES: [&str; 4] = ["normal", "cpr-reboot", "cpr-transfer", "cpr-exec"];
 
 /// The commands, for `query-commands`.
-const COMMANDS: [&str; 12] = [
+const COMMANDS: [&str; 13] = [
     "qmp_capabilities",
     "query-commands",
     "query-status",
@@ -32,6 +32,7 @@ const COMMANDS: [&str; 12] = [
     "query-migrate-parameters",
     "migrate",
     "migrate_cancel",
+    "migrate-incoming",
     "stop",
     "cont",
     "quit",
@@ -78,6 +79,7 @@ pub fn execute(vm: &Arc<Vm>, st: &mut VmState, name: &str, args: &Value) -> Outc
             Ok(json!({}))
         }
         "cont" => cont(vm, st),
+        "migrate-incoming" => migrate_incoming(st, args),
         "quit" => {
             return Outcome {
                 result: Ok(json!({})),
@@ -93,6 +95,52 @@ pub fn execute(vm: &Arc<Vm>, st: &mut VmState, name: &str, args: &Value) -> Outc
         result,
         quit: false,
     }
+}
+
+/// `migrate-incoming` on a deferred target: its main channel (one `main`
+/// entry of `channels`, a unix socket) and `exit-on-error` (default true).
+fn migrate_incoming(st: &mut VmState, args: &Value) -> Result<Value, ErrorBody> {
+    if st.runstate != RunState::InMigrate {
+        return Err(generic("'-incoming' was not specified on the command line"));
+    }
+    let Some(tx) = st.incoming_request.as_ref() else {
+        return Err(generic("The incoming migration has already been started"));
+    };
+    let channels = args
+        .get("channels")
+        .and_then(Value::as_array)
+        .ok_or_else(|| generic("Parameter 'channels' is missing"))?;
+    let [main] = channels.as_slice() else {
+        return Err(generic("Need exactly one main channel"));
+    };
+    if main.get("channel-type").and_then(Value::as_str) != Some("main") {
+        return Err(generic("Need exactly one main channel"));
+    }
+    let addr = &main["addr"];
+    if addr.get("type").and_then(Value::as_str) != Some("unix") {
+        return Err(generic("refvmm listens on unix sockets only"));
+    }
+    let path = addr
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or_else(|| generic("Parameter 'path' is missing"))?;
+    let exit_on_error = args
+        .get("exit-on-error")
+        .map(|v| {
+            v.as_bool()
+                .ok_or_else(|| generic("Parameter 'exit-on-error' expects a boolean"))
+        })
+        .transpose()?
+        .unwrap_or(true);
+    let req = crate::vm::IncomingRequest {
+        main: path.into(),
+        exit_on_error,
+    };
+    tx.send(req)
+        .map_err(|_| generic("The incoming migration is gone"))?;
+    st.incoming_request = None;
+    crate::log!("monitor: migrate-incoming on {path} (exit-on-error {exit_on_error})");
+    Ok(json!({}))
 }
 
 fn set_capabilities(st: &mut VmState, args: &Value) -> Result<Value, ErrorBody> {

@@ -61,6 +61,14 @@ pub struct DeviceState {
     pub ram_size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blk: Option<BlkState>,
+    /// Whether the source had never run (`prelaunch`, started with `-S`):
+    /// the target then ends `prelaunch` too (absent when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prelaunch: bool,
+    /// The VM's extra devices (`--extra-device`), each a section the target
+    /// must have (absent when there are none: the wire is unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 /// A bare `{"type":...}` message (`loaded`, `go`).
@@ -102,6 +110,8 @@ impl DeviceState {
             vcpu: VcpuState { r },
             ram_size,
             blk: None,
+            prelaunch: false,
+            devices: Vec::new(),
         }
     }
 

@@ -275,6 +275,8 @@ fn main_stream(vm: &Vm, path: &Path, old_state: RunState, conns: &mut Conns) -> 
         vm.set_migration_status(&mut st, MigrationStatus::Device);
         let mut state = DeviceState::new(old_state == RunState::Running, vm.vcpu.r(), size);
         state.blk = blk_state(vm);
+        state.devices = vm.extra_devices.clone();
+        state.prelaunch = old_state == RunState::Prelaunch;
         state
     };
     main.write_all(&proto::line(&state))

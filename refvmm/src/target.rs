@@ -6,13 +6,24 @@
 //! shutting down our write side of the cpr channel), main-stream (load the
 //! device state, answer `loaded`) and target-resume (on the source's `go`
 //! only: start the vhost-user-blk ring at the source's base, then run). Any failure before `go` ends the process with
-//! status 1: a target that did not get `go` never runs.
+//! status 1: a target that did not get `go` never runs; but a target told
+//! to stay alive when its load fails (`--stay-on-failed-load`, or
+//! `migrate-incoming` with `exit-on-error` false, QEMU's
+//! `exit-on-error=false`) stays, once past target-init, with its incoming
+//! migration `failed`, its main channel shut, never running.
+//!
+//! A deferred target (`--incoming-defer`, QEMU's `-incoming defer`) has no
+//! main channel on its command line: at target-init, once its monitor is up,
+//! it waits for `migrate-incoming` to name it, and only then listens on it
+//! and signals readiness on the cpr channel.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -22,17 +33,50 @@ use crate::blk::Blk;
 use crate::cli::{Config, Incoming};
 use crate::listen::Listener;
 use crate::log::{self, Role};
+use crate::migration::MigrationStatus;
 use crate::mutant::Mutant;
 use crate::proto::{self, CprState, DeviceState};
 use crate::ram::GuestRam;
 use crate::runstate::RunState;
 use crate::vhost_kernel::VhostKernel;
-use crate::vm::{Vm, VmState};
+use crate::vm::{IncomingRequest, Vm, VmState};
 
-/// Logs why the incoming migration failed and exits with status 1.
+/// A target that stays alive when its load fails: its VM (set at the end
+/// of target-init) and its main channel (once accepted), for [`die`].
+static STAY: OnceLock<Arc<Vm>> = OnceLock::new();
+static MAIN_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Logs why the incoming migration failed and exits with status 1; a
+/// target told to stay alive on a failed load stays instead, its incoming
+/// migration `failed`, its main channel shut (so the source learns it),
+/// never running.
 fn die(msg: impl std::fmt::Display) -> ! {
-    crate::log!("incoming migration failed: {msg}; exiting");
-    log::exit(1)
+    let Some(vm) = STAY.get() else {
+        crate::log!("incoming migration failed: {msg}; exiting");
+        log::exit(1)
+    };
+    crate::log!("incoming migration failed: {msg}; staying (exit-on-error off)");
+    // The device goes back to the source: a target that will never run
+    // must not keep it.
+    if let Some(blk) = &vm.blk
+        && let Err(e) = blk.release()
+    {
+        crate::log!("vhost-user-blk: letting the device go: {e:#} (connection closed)");
+    }
+    {
+        let mut st = vm.lock();
+        st.migration.error_desc = Some(format!("load of migration failed: {msg}"));
+        vm.set_migration_status(&mut st, MigrationStatus::Failed);
+    }
+    let fd = MAIN_FD.swap(-1, Ordering::SeqCst);
+    if fd >= 0 {
+        // The main channel's fd, still owned by its stream (never dropped:
+        // the thread that failed parks for good below); only shut down here.
+        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+    }
+    loop {
+        std::thread::park();
+    }
 }
 
 /// Runs a target: receives the VM, then serves QMP until `quit`.
@@ -44,6 +88,7 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
     let (cpr, ram_fd, vhost_fd) = target_listen(cfg, inc);
     let (vm, main_listener) = target_init(cfg, inc, &cpr, ram_fd, vhost_fd);
     let main = wait_main(main_listener, &cpr);
+    MAIN_FD.store(main.as_raw_fd(), Ordering::SeqCst);
     crate::log!("step main-stream: main channel accepted");
     let mut reader = BufReader::new(&main);
     let state = load_state(cfg, &vm, &mut reader);
@@ -61,7 +106,7 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
         // source and without waiting for its go.
         crate::log!("target-resume: not waiting for go (mutant split-brain-after-cancel)");
         start_blk(&vm, &state);
-        target_resume(&vm, &mut vm.lock(), state.running);
+        target_resume(&vm, &mut vm.lock(), &state);
     }
     match (&main).write_all(&proto::loaded_line()) {
         Ok(()) => {}
@@ -82,7 +127,7 @@ pub fn run(cfg: &Config, inc: &Incoming) -> ! {
         if !ring_early {
             start_blk(&vm, &state);
         }
-        target_resume(&vm, &mut vm.lock(), state.running);
+        target_resume(&vm, &mut vm.lock(), &state);
     }
     drop(reader);
     drop(main);
@@ -144,20 +189,41 @@ fn target_init(
         cfg.mutant,
         cfg.guest_step,
     );
+    vm.extra_devices = cfg.extra_devices.clone();
     take_devices(cfg, &mut vm, vhost_fd);
     let vm = Arc::new(vm);
+    // A deferred target takes its main channel from `migrate-incoming`.
+    let request = inc.main.is_none().then(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<IncomingRequest>(1);
+        vm.lock().incoming_request = Some(tx);
+        rx
+    });
     if let Err(e) = crate::monitor::start(&cfg.qmp, Arc::clone(&vm)) {
         die(format!("QMP socket {}: {e}", cfg.qmp.display()));
     }
     crate::log!("target-init: QMP monitor on {}", cfg.qmp.display());
-    let main_listener = Listener::bind(&inc.main)
-        .unwrap_or_else(|e| die(format!("main socket {}: {e}", inc.main.display())));
+    let (main, exit_on_error) = match (&inc.main, request) {
+        (Some(main), _) => (main.clone(), !cfg.stay_on_failed_load),
+        (None, Some(rx)) => {
+            crate::log!("target-init: deferred: waiting for migrate-incoming");
+            match rx.recv() {
+                Ok(req) => (req.main, req.exit_on_error),
+                Err(_) => die("the monitor is gone before migrate-incoming"),
+            }
+        }
+        (None, None) => unreachable!("a deferred target has a request channel"),
+    };
+    if !exit_on_error {
+        let _ = STAY.set(Arc::clone(&vm));
+    }
+    let main_listener = Listener::bind(&main)
+        .unwrap_or_else(|e| die(format!("main socket {}: {e}", main.display())));
     if let Err(e) = cpr.shutdown(Shutdown::Write) {
         die(format!("signalling readiness on the cpr channel: {e}"));
     }
     crate::log!(
         "target-init: ready (cpr channel half-closed), listening on {}",
-        inc.main.display()
+        main.display()
     );
     (vm, main_listener)
 }
@@ -217,6 +283,14 @@ fn load_state<R: BufRead>(cfg: &Config, vm: &Vm, reader: &mut R) -> DeviceState 
     }
     vm.vcpu.set_r(state.vcpu.r);
     check_blk(vm, &state);
+    // A device the state has and this VM lacks cannot be loaded (QEMU:
+    // "Unknown savevm section"); one this VM has and the state lacks keeps
+    // its reset state.
+    if let Some(d) = state.devices.iter().find(|d| !vm.extra_devices.contains(d)) {
+        die(format!(
+            "the device state has a section for device '{d}', this VM has no such device"
+        ));
+    }
     crate::log!(
         "main-stream: device state loaded (r={}, source was {})",
         state.vcpu.r,
@@ -264,12 +338,16 @@ fn start_blk(vm: &Vm, state: &DeviceState) {
 }
 
 /// target-resume: runs the VM if the source was running (and `-S` or a
-/// `stop` did not say otherwise), else ends `paused`.
-fn target_resume(vm: &Vm, st: &mut VmState, source_running: bool) {
+/// `stop` did not say otherwise), else ends `paused` (`prelaunch` if the
+/// source had never run, as QEMU's target takes the source's runstate).
+fn target_resume(vm: &Vm, st: &mut VmState, state: &DeviceState) {
     crate::log!("step target-resume");
-    let run = (source_running && st.autostart) || vm.has(Mutant::TargetIgnoresPaused);
+    let run = (state.running && st.autostart) || vm.has(Mutant::TargetIgnoresPaused);
     if run {
         vm.start(st);
+    } else if state.prelaunch {
+        st.runstate = RunState::Prelaunch;
+        crate::log!("target-resume: prelaunch (the source never ran)");
     } else {
         st.runstate = RunState::Paused;
         crate::log!("target-resume: paused");

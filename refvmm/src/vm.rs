@@ -33,6 +33,17 @@ pub struct VmState {
     pub migration: MigrationRecord,
     /// The outgoing migration in progress, if any.
     pub outgoing: Option<OutgoingCtl>,
+    /// A deferred target waiting for `migrate-incoming`: where the request
+    /// goes (taken by the first one).
+    pub incoming_request: Option<std::sync::mpsc::SyncSender<IncomingRequest>>,
+}
+
+/// A `migrate-incoming` for a deferred target: the main channel to listen
+/// on, and whether to exit when the load fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingRequest {
+    pub main: std::path::PathBuf,
+    pub exit_on_error: bool,
 }
 
 /// The VM.
@@ -48,6 +59,8 @@ pub struct Vm {
     pub blk: Option<Blk>,
     /// The kernel vhost device (`--vhost-kernel`).
     pub vhost_kernel: Option<VhostKernel>,
+    /// The extra devices (`--extra-device`), sent in the device state.
+    pub extra_devices: Vec<String>,
 }
 
 impl Vm {
@@ -69,6 +82,7 @@ impl Vm {
                 mode: "normal".into(),
                 migration: MigrationRecord::default(),
                 outgoing: None,
+                incoming_request: None,
             }),
             outbox: Outbox::default(),
             vcpu: Vcpu::new(Arc::clone(&ram), 0, guest_step),
@@ -76,6 +90,7 @@ impl Vm {
             mutant,
             blk: None,
             vhost_kernel: None,
+            extra_devices: Vec::new(),
         }
     }
 

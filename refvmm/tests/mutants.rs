@@ -200,9 +200,11 @@ fn copy_ram_maps_another_memfd() {
     assert_eq!(read_counter(src.pid()), frozen, "writes go to the copy");
 }
 
-/// target-ignores-paused: a paused source gives a running target.
+/// target-ignores-paused: a source that is not running (here one that never
+/// ran, `-S`) gives a running target; a correct one ends `prelaunch`, as the
+/// source was (QEMU's target takes the source's runstate).
 #[rstest]
-#[case::correct(None, "paused")]
+#[case::correct(None, "prelaunch")]
 #[case::target_ignores_paused(Some("target-ignores-paused"), "running")]
 fn paused_source_handover(#[case] mutant: Option<&'static str>, #[case] end: &str) {
     let dir = tempfile::tempdir().unwrap();

@@ -110,7 +110,7 @@ pub(crate) fn trial_report(r: &TrialResult, known: Option<&KnownViolations>) -> 
         name,
         vmm: r.id.vmm.clone(),
         case: r.id.case.clone(),
-        point: cprkit_suite::point_name(r.id.point),
+        point: r.id.point_name(),
         fault_free: r.id.point.is_none(),
         result,
         reason,

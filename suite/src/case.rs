@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cprkit_harness::device::{Backend, Policy};
 use cprkit_harness::plan::{FaultPoint, GuestState};
+use cprkit_harness::scenario::{ExtraDevice, OnFailedLoad, Scenario, SideDiff, TargetStart};
 use serde::Deserialize;
 use serde::de::value::StrDeserializer;
 use toml::Spanned;
@@ -38,10 +39,16 @@ pub struct Case {
     pub device_policy: Option<Policy>,
     /// The vhost-user-blk backend (profile `vhost-user`; default the kit's daemon).
     pub device_backend: Option<Backend>,
+    /// The scenario beside the fault: what differs between the sides, how
+    /// the target starts, its failed-load behaviour, the hops
+    /// (`fault_hop` is left at 1: each point has its own, in `point_hops`).
+    pub scenario: Scenario,
+    /// The hop of each point of `points` (1 unless written `FAULT@STEP#N`).
+    pub point_hops: Vec<u32>,
 }
 
 /// The keys a case file may have, in the order the docs list them.
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 15] = [
     "description",
     "profile",
     "guest",
@@ -51,7 +58,16 @@ const KEYS: [&str; 9] = [
     "regression",
     "device-policy",
     "device-backend",
+    "other-ram",
+    "source-devices",
+    "target-devices",
+    "target-start",
+    "on-failed-load",
+    "hops",
 ];
+
+/// The most handovers in a row a case may ask for.
+pub const MAX_HOPS: u32 = 8;
 
 /// The default of `settle-ms`.
 pub const DEFAULT_SETTLE_MS: u64 = 1000;
@@ -94,6 +110,12 @@ impl Case {
         let mut capabilities = None;
         let mut device_policy = None;
         let mut device_backend = None;
+        let mut other_ram = None;
+        let mut source_devices = None;
+        let mut target_devices = None;
+        let mut target_start = None;
+        let mut on_failed_load = None;
+        let mut hops = None;
         for (key, value) in entries {
             let k: &str = key.get_ref();
             match k {
@@ -110,6 +132,12 @@ impl Case {
                 "settle-ms" => settle_ms = Some(src.settle_ms(value)?),
                 "regression" => regression = Some(src.typed::<String>(k, value)?),
                 "capabilities" => capabilities = Some(src.typed::<Vec<String>>(k, value)?),
+                "other-ram" => other_ram = Some(src.side(k, value)?),
+                "source-devices" => source_devices = Some(src.typed::<Vec<ExtraDevice>>(k, value)?),
+                "target-devices" => target_devices = Some(src.typed::<Vec<ExtraDevice>>(k, value)?),
+                "target-start" => target_start = Some(src.variant::<TargetStart>(k, value)?),
+                "on-failed-load" => on_failed_load = Some(src.variant::<OnFailedLoad>(k, value)?),
+                "hops" => hops = Some(src.hops(value)?),
                 _ => {
                     return Err(src.err(
                         key.span(),
@@ -126,16 +154,33 @@ impl Case {
         let missing = |field: &str| src.err(0..0, field, "missing required field".to_string());
         let profile = profile.ok_or_else(|| missing("profile"))?;
         let device = profile != Profile::Memory;
-        let points: Vec<Option<FaultPoint>> = match points.ok_or_else(|| missing("points"))? {
+        let hop_count = hops.map_or(1, |(_, n)| n);
+        let (points, point_hops): (Vec<Option<FaultPoint>>, Vec<u32>) = match points
+            .ok_or_else(|| missing("points"))?
+        {
             Points::All => std::iter::once(None)
                 .chain(FaultPoint::matrix(device).into_iter().map(Some))
-                .collect(),
+                .map(|p| (p, 1))
+                .unzip(),
             Points::Listed(listed) => {
+                if let Some((i, (_, hop, span))) = listed
+                    .iter()
+                    .enumerate()
+                    .find(|(_, (_, hop, _))| *hop > hop_count)
+                {
+                    return Err(src.err(
+                        span.clone(),
+                        &format!("points[{i}]"),
+                        format!(
+                            "hop #{hop} is past the case's last: it makes {hop_count} handover(s) (`hops`)"
+                        ),
+                    ));
+                }
                 if !device
-                    && let Some((i, (p, span))) = listed
+                    && let Some((i, (p, _, span))) = listed
                         .iter()
                         .enumerate()
-                        .find(|(_, (p, _))| p.is_some_and(|p| p.fault.needs_device()))
+                        .find(|(_, (p, _, _))| p.is_some_and(|p| p.fault.needs_device()))
                 {
                     return Err(src.err(
                         span.clone(),
@@ -146,7 +191,7 @@ impl Case {
                         ),
                     ));
                 }
-                listed.into_iter().map(|(p, _)| p).collect()
+                listed.into_iter().map(|(p, hop, _)| (p, hop)).unzip()
             }
         };
         let device_policy = match device_policy {
@@ -202,6 +247,21 @@ impl Case {
             capabilities: capabilities.unwrap_or_default(),
             device_policy,
             device_backend,
+            scenario: Scenario {
+                source: SideDiff {
+                    other_ram: other_ram == Some(Side::Source),
+                    devices: source_devices.unwrap_or_default(),
+                },
+                target: SideDiff {
+                    other_ram: other_ram == Some(Side::Target),
+                    devices: target_devices.unwrap_or_default(),
+                },
+                target_start: target_start.unwrap_or_default(),
+                on_failed_load: on_failed_load.unwrap_or_default(),
+                hops: hop_count,
+                fault_hop: 1,
+            },
+            point_hops,
         })
     }
 
@@ -294,6 +354,32 @@ impl Source<'_> {
             .map_err(|e| self.err(value.span(), field, e.to_string()))
     }
 
+    /// `source` or `target`.
+    fn side(&self, field: &str, value: &Spanned<DeValue<'_>>) -> Result<Side, CaseError> {
+        let text: String = self.typed(field, value)?;
+        match text.as_str() {
+            "source" => Ok(Side::Source),
+            "target" => Ok(Side::Target),
+            other => Err(self.err(
+                value.span(),
+                field,
+                format!("unknown side `{other}`, expected `source` or `target`"),
+            )),
+        }
+    }
+
+    fn hops(&self, value: &Spanned<DeValue<'_>>) -> Result<(Range<usize>, u32), CaseError> {
+        let n: u32 = self.typed("hops", value)?;
+        if !(1..=MAX_HOPS).contains(&n) {
+            return Err(self.err(
+                value.span(),
+                "hops",
+                format!("{n} is out of range: write 1 to {MAX_HOPS} (handovers in a row)"),
+            ));
+        }
+        Ok((value.span(), n))
+    }
+
     fn settle_ms(&self, value: &Spanned<DeValue<'_>>) -> Result<u64, CaseError> {
         let ms: u64 = self.typed("settle-ms", value)?;
         if !SETTLE_MS_RANGE.contains(&ms) {
@@ -338,26 +424,40 @@ impl Source<'_> {
             ));
         }
         let mut points = Vec::with_capacity(items.len());
-        let mut seen: BTreeMap<Option<FaultPoint>, usize> = BTreeMap::new();
+        let mut seen: BTreeMap<(Option<FaultPoint>, u32), usize> = BTreeMap::new();
         for (i, item) in items.iter().enumerate() {
             let field = format!("points[{i}]");
             let text: String = self.typed(&field, item)?;
-            let point = if text == "no-fault" {
+            // `FAULT@STEP#N`: the fault at hop N (1 when not written).
+            let (body, hop) = match text.rsplit_once('#') {
+                Some((body, n)) => match n.parse::<u32>() {
+                    Ok(n) if n >= 1 && body != "no-fault" => (body, n),
+                    _ => {
+                        return Err(self.err(
+                            item.span(),
+                            &field,
+                            format!("`{text}`: write FAULT@STEP#N with N a hop from 1 (e.g. kill-target@cpr-save#2)"),
+                        ));
+                    }
+                },
+                None => (text.as_str(), 1),
+            };
+            let point = if body == "no-fault" {
                 None
             } else {
                 Some(
-                    text.parse::<FaultPoint>()
+                    body.parse::<FaultPoint>()
                         .map_err(|e| self.err(item.span(), &field, e.to_string()))?,
                 )
             };
-            if let Some(first) = seen.insert(point, i) {
+            if let Some(first) = seen.insert((point, hop), i) {
                 return Err(self.err(
                     item.span(),
                     &field,
                     format!("duplicate point `{text}` (already listed as points[{first}])"),
                 ));
             }
-            points.push((point, item.span()));
+            points.push((point, hop, item.span()));
         }
         Ok(Points::Listed(points))
     }
@@ -367,7 +467,14 @@ impl Source<'_> {
 /// list keeps each point's place in the file.
 enum Points {
     All,
-    Listed(Vec<(Option<FaultPoint>, Range<usize>)>),
+    Listed(Vec<(Option<FaultPoint>, u32, Range<usize>)>),
+}
+
+/// A side named in a case file (`other-ram`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Source,
+    Target,
 }
 
 #[cfg(test)]

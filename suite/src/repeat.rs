@@ -362,6 +362,7 @@ mod tests {
                 vmm: "refvmm".into(),
                 case: "memory-running".into(),
                 point: None,
+                hop: 1,
             },
             snapshot_dir: "refvmm".into(),
             elapsed: std::time::Duration::from_millis(40),

@@ -87,9 +87,16 @@ impl Planned {
     /// adapter with what the case needs; `Err` says why not.
     pub fn runnable(&self) -> Result<(), String> {
         self.case.runnable()?;
-        match self
+        if let Some(why) = self
             .adapter
             .not_runnable(self.case.device_policy.is_some(), &self.case.capabilities)
+        {
+            return Err(why);
+        }
+        let prelaunch = self.case.guest == cprkit_harness::plan::GuestState::Prelaunch;
+        match self
+            .adapter
+            .scenario_unsupported(&self.case.scenario, prelaunch)
         {
             Some(why) => Err(why),
             None => Ok(()),
@@ -127,12 +134,19 @@ pub fn run_one(p: &Planned, root: &Path, opts: &RunOptions) -> TrialResult {
 }
 
 fn spec_for(id: &TrialId, case: &Case, point: Option<FaultPoint>, opts: &RunOptions) -> TrialSpec {
-    trial_spec(id.name(), case, Schedule::single(point), opts)
+    trial_spec(id.name(), case, Schedule::single(point), id.hop, opts)
 }
 
 /// The spec of a trial of `case` named `name` under `schedule` (a matrix
-/// trial's is one point; a fuzz trial's, what its seed drew).
-pub fn trial_spec(name: String, case: &Case, schedule: Schedule, opts: &RunOptions) -> TrialSpec {
+/// trial's is one point; a fuzz trial's, what its seed drew), its faults
+/// placed at hop `fault_hop` of the case's chain (1 for one handover).
+pub fn trial_spec(
+    name: String,
+    case: &Case,
+    schedule: Schedule,
+    fault_hop: u32,
+    opts: &RunOptions,
+) -> TrialSpec {
     TrialSpec {
         name,
         guest: case.guest,
@@ -145,6 +159,10 @@ pub fn trial_spec(name: String, case: &Case, schedule: Schedule, opts: &RunOptio
             policy,
         }),
         keep: opts.keep,
+        scenario: cprkit_harness::scenario::Scenario {
+            fault_hop,
+            ..case.scenario.clone()
+        },
     }
 }
 

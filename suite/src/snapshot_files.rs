@@ -17,7 +17,7 @@ use crate::runner::Planned;
 /// The name of a trial's snapshot (`memory-running__kill-target@cpr-save`),
 /// without its `.snap`.
 pub fn snapshot_name(id: &TrialId) -> String {
-    format!("{}__{}", id.case, crate::point_name(id.point)).replace(':', "-")
+    format!("{}__{}", id.case, id.point_name()).replace(':', "-")
 }
 
 /// The snapshot file of a planned trial under the snapshots directory `root`.

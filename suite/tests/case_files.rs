@@ -119,8 +119,13 @@ fn trial_id_parses_its_parts() {
                 fault: Fault::KillTarget,
                 step: Step::CprSave
             }),
+            hop: 1,
         })
     );
+    let hop2 = TrialId::parse("refvmm::chain/kill-target@cpr-save#2").unwrap();
+    assert_eq!(hop2.hop, 2);
+    assert_eq!(hop2.name(), "refvmm::chain/kill-target@cpr-save#2");
+    assert_eq!(TrialId::parse("refvmm::chain/kill-target@cpr-save#1"), None);
     assert_eq!(
         TrialId::parse("refvmm::memory-running/bad-request:private-ram@source-stop")
             .unwrap()
@@ -426,7 +431,7 @@ fn malformed_cases_name_file_line_and_field(
 )]
 #[case(
     "description = \"x\"\nprofile = \"memory\"\nguest = \"sleeping\"\npoints = \"all\"\n",
-    "cases/bad.toml:3: field `guest`: unknown variant `sleeping`, expected `running` or `paused`"
+    "cases/bad.toml:3: field `guest`: unknown variant `sleeping`, expected one of `running`, `paused`, `prelaunch`"
 )]
 #[case(
     "description = \"x\"\nguest = \"running\"\npoints = \"all\"\n",
@@ -441,7 +446,7 @@ fn malformed_cases_name_file_line_and_field(
     "profile = \"memory\"\nguest = \"running\"\npoints = \"all\"\nsettle_ms = 100\n",
     "cases/bad.toml:4: field `settle_ms`: unknown field `settle_ms`, expected one of \
      `description`, `profile`, `guest`, `points`, `settle-ms`, `capabilities`, `regression`, \
-     `device-policy`, `device-backend`"
+     `device-policy`, `device-backend`, `other-ram`, `source-devices`, `target-devices`, `target-start`, `on-failed-load`, `hops`"
 )]
 #[case(
     "profile = \"memory\"\nguest = \"running\"\npoints = [\n  \"no-fault\",\n  \"device-busy@target-init\",\n]\n",
@@ -545,7 +550,7 @@ fn load_dir_reports_the_first_bad_file() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}:2: field `guest`: unknown variant `asleep`, expected `running` or `paused`",
+            "{}:2: field `guest`: unknown variant `asleep`, expected one of `running`, `paused`, `prelaunch`",
             bad.display()
         )
     );
@@ -613,4 +618,83 @@ fn a_case_can_ask_for_migration_capabilities() {
         err.starts_with("cases/rp.toml:4: field `capabilities`:"),
         "{err}"
     );
+}
+
+#[test]
+fn a_case_says_its_scenario() {
+    use cprkit_harness::scenario::{ExtraDevice, OnFailedLoad, TargetStart};
+    let case = Case::parse(
+        Path::new("cases/sc.toml"),
+        "profile = \"memory\"\nguest = \"prelaunch\"\nother-ram = \"target\"\n\
+         source-devices = [\"rng\"]\ntarget-start = \"deferred\"\non-failed-load = \"stay\"\n\
+         hops = 3\npoints = [\"no-fault\", \"kill-target@cpr-save#2\", \"kill-target@cpr-save\"]\n",
+    )
+    .unwrap();
+    assert_eq!(case.guest, GuestState::Prelaunch);
+    let sc = &case.scenario;
+    assert!(sc.target.other_ram && !sc.source.other_ram);
+    assert_eq!(sc.source.devices, [ExtraDevice::Rng]);
+    assert!(sc.target.devices.is_empty());
+    assert_eq!(sc.target_start, TargetStart::Deferred);
+    assert_eq!(sc.on_failed_load, OnFailedLoad::Stay);
+    assert_eq!(sc.hops, 3);
+    assert_eq!(case.point_hops, [1, 2, 1]);
+    let names: Vec<String> = cprkit_suite::trials("refvmm", std::slice::from_ref(&case))
+        .into_iter()
+        .map(|(id, _)| id.name())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "refvmm::sc/no-fault",
+            "refvmm::sc/kill-target@cpr-save#2",
+            "refvmm::sc/kill-target@cpr-save"
+        ]
+    );
+    // The defaults: one plain handover.
+    let plain = Case::parse(
+        Path::new("cases/p.toml"),
+        "profile = \"memory\"\nguest = \"running\"\npoints = [\"no-fault\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        plain.scenario,
+        cprkit_harness::scenario::Scenario::default()
+    );
+}
+
+#[rstest]
+#[case(
+    "profile = \"memory\"\nguest = \"running\"\nhops = 3\npoints = [\"no-fault\", \"cancel@cpr-save#4\"]\n",
+    "cases/bad.toml:4: field `points[1]`: hop #4 is past the case's last: it makes 3 handover(s) (`hops`)"
+)]
+#[case(
+    "profile = \"memory\"\nguest = \"running\"\npoints = [\"cancel@cpr-save#0\"]\n",
+    "cases/bad.toml:3: field `points[0]`: `cancel@cpr-save#0`: write FAULT@STEP#N with N a hop from 1 (e.g. kill-target@cpr-save#2)"
+)]
+#[case(
+    "profile = \"memory\"\nguest = \"running\"\nhops = 9\npoints = [\"no-fault\"]\n",
+    "cases/bad.toml:3: field `hops`: 9 is out of range: write 1 to 8 (handovers in a row)"
+)]
+#[case(
+    "profile = \"memory\"\nguest = \"running\"\nother-ram = \"both\"\npoints = [\"no-fault\"]\n",
+    "cases/bad.toml:3: field `other-ram`: unknown side `both`, expected `source` or `target`"
+)]
+#[case(
+    "profile = \"memory\"\nguest = \"running\"\ntarget-start = \"later\"\npoints = [\"no-fault\"]\n",
+    "cases/bad.toml:3: field `target-start`: unknown variant `later`, expected `listening` or `deferred`"
+)]
+#[case(
+    "profile = \"memory\"\nguest = \"running\"\nsource-devices = [\"gpu\"]\npoints = [\"no-fault\"]\n",
+    "cases/bad.toml:3: field `source-devices`: unknown variant `gpu`, expected `rng`"
+)]
+#[case(
+    "profile = \"memory\"\nguest = \"running\"\nhops = 2\npoints = [\"no-fault\", \"no-fault#2\"]\n",
+    "cases/bad.toml:4: field `points[1]`: `no-fault#2`: write FAULT@STEP#N with N a hop from 1 (e.g. kill-target@cpr-save#2)"
+)]
+fn bad_scenario_keys_name_file_line_and_field(#[case] text: &str, #[case] want: &str) {
+    let err = Case::parse(Path::new("cases/bad.toml"), text)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, want);
 }

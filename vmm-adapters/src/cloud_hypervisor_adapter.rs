@@ -586,6 +586,7 @@ mod tests {
             }),
             shared_ram: true,
             vhost_user_blk: None,
+            setup: Default::default(),
         }
     }
 

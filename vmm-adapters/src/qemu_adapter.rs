@@ -23,6 +23,13 @@
 //!   -global migration.x-events=on
 //! ```
 //!
+//! A case's scenario keys ([`LaunchSpec::setup`]): `-S` for a guest that
+//! never ran (`prelaunch`), twice the RAM for `other-ram`, `-device
+//! virtio-rng-pci` for an extra `rng` device, and for a deferred target
+//! `-incoming defer` with the cpr channel still on the command line (its main
+//! channel comes by `migrate-incoming`, `exit-on-error` false for a target
+//! that stays alive on a failed load).
+//!
 //! Private RAM (the ERR-1 case `bad-request:private-ram`) is
 //! `-object memory-backend-ram,id=ram0,size=64M`: anonymous memory, not
 //! shared, in no memfd. QEMU 10.0.2 registers a CPR blocker for it at start-up
@@ -43,6 +50,7 @@ use std::time::{Duration, Instant};
 use crate::qmp_monitor::connect_qmp;
 use cprkit_harness::adapter::{Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, Monitor};
 use cprkit_harness::plan::Step;
+use cprkit_harness::scenario::{ExtraDevice, OnFailedLoad, Scenario, TargetStart};
 use serde_json::json;
 
 use crate::VmmError;
@@ -264,14 +272,23 @@ impl Qemu {
         }
         push(format!("q35,memory-backend={RAM_ID},aux-ram-share=on"));
         push("-object".into());
+        // Another RAM size (a scenario's `other-ram`): twice the usual.
+        let mib = if spec.setup.other_ram {
+            2 * RAM_MIB
+        } else {
+            RAM_MIB
+        };
         push(if spec.shared_ram {
-            format!("memory-backend-memfd,id={RAM_ID},size={RAM_MIB}M,share=on")
+            format!("memory-backend-memfd,id={RAM_ID},size={mib}M,share=on")
         } else {
             // Anonymous private memory: QEMU refuses it for CPR (ERR-1).
-            format!("memory-backend-ram,id={RAM_ID},size={RAM_MIB}M")
+            format!("memory-backend-ram,id={RAM_ID},size={mib}M")
         });
         push("-m".into());
-        push(format!("{RAM_MIB}M"));
+        push(format!("{mib}M"));
+        if spec.setup.start_stopped {
+            push("-S".into());
+        }
         // With the kit's disk, SeaBIOS (QEMU's default firmware) starts the
         // device and boots the counting loop from its boot sector: real
         // device I/O, and a started device whose rings the kit can watch.
@@ -298,8 +315,24 @@ impl Qemu {
             push("-device".into());
             push("vhost-user-blk-pci,chardev=vublk0,id=vublk0,num-queues=1,bootindex=0".into());
         }
+        for dev in &spec.setup.devices {
+            push("-device".into());
+            push(
+                match dev {
+                    ExtraDevice::Rng => "virtio-rng-pci",
+                }
+                .into(),
+            );
+        }
         if let Some(inc) = &spec.incoming {
-            for (kind, path) in [("main", &inc.main), ("cpr", &inc.cpr)] {
+            // A deferred target gets its main channel by `migrate-incoming`.
+            let deferred = spec.setup.target_start == TargetStart::Deferred;
+            if deferred {
+                push("-incoming".into());
+                push("defer".into());
+            }
+            let channels = [("main", &inc.main), ("cpr", &inc.cpr)];
+            for (kind, path) in channels.into_iter().skip(usize::from(deferred)) {
                 push("-incoming".into());
                 push(
                     json!({
@@ -346,6 +379,18 @@ impl Adapter for Qemu {
     /// the main channel: there is no target-resume message to hold.
     fn has_step(&self, step: Step, capabilities: &[String]) -> bool {
         step != Step::TargetResume || capabilities.iter().any(|c| c == "return-path")
+    }
+
+    /// Every scenario key maps (`-S`, the RAM size, `-device
+    /// virtio-rng-pci`, `-incoming defer` and `migrate-incoming`), but one:
+    /// a target listening from its start always exits on a failed load
+    /// (`exit-on-error` is an argument of `migrate-incoming` only).
+    fn scenario_unsupported(&self, scenario: &Scenario, _prelaunch: bool) -> Option<String> {
+        (scenario.on_failed_load == OnFailedLoad::Stay
+            && scenario.target_start == TargetStart::Listening)
+            .then(|| {
+                "QEMU's target listening from its start (`-incoming` on the command line) always exits on a failed load: `exit-on-error` is an argument of `migrate-incoming` only (write target-start = \"deferred\")".into()
+            })
     }
 
     /// Every QEMU's trials share `snapshots/qemu/` (a path in the name would
@@ -473,6 +518,7 @@ mod tests {
             dir,
             shared_ram,
             vhost_user_blk: None,
+            setup: Default::default(),
         }
     }
 
@@ -530,6 +576,53 @@ mod tests {
             "migration.x-events=on",
         ]);
         assert_eq!(args(&spec(Role::Target, true)), want);
+    }
+
+    #[test]
+    fn the_scenario_keys_map_to_qemu_options() {
+        let mut t = spec(Role::Target, true);
+        t.setup = cprkit_harness::adapter::SideSetup {
+            other_ram: true,
+            devices: vec![ExtraDevice::Rng],
+            target_start: TargetStart::Deferred,
+            ..Default::default()
+        };
+        let a = args(&t);
+        assert!(a.contains(&"memory-backend-memfd,id=ram0,size=128M,share=on".to_string()));
+        let dev = a.iter().position(|s| s == "virtio-rng-pci").unwrap();
+        assert_eq!(a[dev - 1], "-device");
+        let inc: Vec<&String> = a
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i > 0 && a[i - 1] == "-incoming")
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(inc.len(), 2, "{a:?}");
+        assert_eq!(inc[0], "defer");
+        assert!(inc[1].contains(r#""channel-type":"cpr""#), "{a:?}");
+        let mut s = spec(Role::Source, true);
+        s.setup.start_stopped = true;
+        assert!(args(&s).contains(&"-S".to_string()));
+        assert!(!args(&spec(Role::Source, true)).contains(&"-S".to_string()));
+    }
+
+    #[test]
+    fn a_listening_target_cannot_stay_alive_on_a_failed_load() {
+        let q = Qemu {
+            name: "qemu".into(),
+            binary: PathBuf::from("qemu-system-x86_64"),
+            version: v(10, 0, 2),
+            package: String::new(),
+            absent: None,
+        };
+        let mut sc = Scenario {
+            on_failed_load: OnFailedLoad::Stay,
+            ..Scenario::default()
+        };
+        let why = q.scenario_unsupported(&sc, false).unwrap();
+        assert!(why.contains("migrate-incoming"), "{why}");
+        sc.target_start = TargetStart::Deferred;
+        assert_eq!(q.scenario_unsupported(&sc, true), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use cprkit_harness::adapter::{
     AdapterError, EventSink, MigrateRequest, MigrationInfo, Monitor, VmEvent, until,
 };
 use cprkit_harness::plan::BadRequest;
+use cprkit_harness::scenario::OnFailedLoad;
 
 /// A connected QMP monitor.
 pub struct QmpMonitor {
@@ -103,6 +104,20 @@ impl Monitor for QmpMonitor {
     fn migrate(&mut self, req: &MigrateRequest) -> Result<(), AdapterError> {
         self.exec("migrate", Some(json!({"channels": migrate_channels(req)})))
             .map(|_| ())
+    }
+
+    /// `migrate-incoming` with the main channel; `exit-on-error` false for
+    /// a target that stays alive when its load fails.
+    fn incoming_main(
+        &mut self,
+        main: &Path,
+        on_failed_load: OnFailedLoad,
+    ) -> Result<(), AdapterError> {
+        let mut args = json!({"channels": [{"channel-type": "main", "addr": unix(main)}]});
+        if on_failed_load == OnFailedLoad::Stay {
+            args["exit-on-error"] = json!(false);
+        }
+        self.exec("migrate-incoming", Some(args)).map(|_| ())
     }
 
     fn cancel(&mut self) -> Result<(), AdapterError> {

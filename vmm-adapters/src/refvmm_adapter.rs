@@ -10,6 +10,7 @@ use cprkit_harness::adapter::{
     Adapter, AdapterError, EventSink, GuestProbe, LaunchSpec, Monitor, RecordRing,
 };
 use cprkit_harness::launcher::{Helper, Launcher};
+use cprkit_harness::scenario::{OnFailedLoad, Scenario, TargetStart};
 
 use crate::VmmError;
 
@@ -151,15 +152,36 @@ impl Adapter for RefVmm {
 
     fn command(&self, spec: &LaunchSpec) -> Result<Command, AdapterError> {
         let mut cmd = self.launcher.command();
+        // Another RAM size (a scenario's `other-ram`): twice the usual.
+        let ram = if spec.setup.other_ram {
+            2 * RAM_SIZE
+        } else {
+            RAM_SIZE
+        };
         cmd.arg("--qmp")
             .arg(&spec.monitor)
             .arg("--ram-size")
-            .arg(RAM_SIZE.to_string());
+            .arg(ram.to_string());
+        if spec.setup.start_stopped {
+            cmd.arg("-S");
+        }
+        for dev in &spec.setup.devices {
+            cmd.arg("--extra-device").arg(dev.name());
+        }
         if let Some(inc) = &spec.incoming {
-            cmd.arg("--incoming-cpr")
-                .arg(&inc.cpr)
-                .arg("--incoming-main")
-                .arg(&inc.main);
+            cmd.arg("--incoming-cpr").arg(&inc.cpr);
+            match spec.setup.target_start {
+                TargetStart::Listening => {
+                    cmd.arg("--incoming-main").arg(&inc.main);
+                }
+                // The main channel comes by `migrate-incoming`.
+                TargetStart::Deferred => {
+                    cmd.arg("--incoming-defer");
+                }
+            }
+            if spec.setup.on_failed_load == OnFailedLoad::Stay {
+                cmd.arg("--stay-on-failed-load");
+            }
         }
         if !spec.shared_ram {
             cmd.arg("--private-ram");
@@ -174,6 +196,11 @@ impl Adapter for RefVmm {
             cmd.arg("--guest-step-us").arg(step.as_micros().to_string());
         }
         Ok(cmd)
+    }
+
+    /// refvmm maps every scenario key.
+    fn scenario_unsupported(&self, _scenario: &Scenario, _prelaunch: bool) -> Option<String> {
+        None
     }
 
     fn guest_probe(&self) -> GuestProbe {

@@ -65,6 +65,7 @@ fn spec(dir: &Path, role: Role, shared_ram: bool) -> LaunchSpec {
         }),
         shared_ram,
         vhost_user_blk: None,
+        setup: Default::default(),
     }
 }
 

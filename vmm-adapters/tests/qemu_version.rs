@@ -19,6 +19,7 @@ fn spec(dir: &Path) -> LaunchSpec {
         incoming: None,
         shared_ram: true,
         vhost_user_blk: None,
+        setup: Default::default(),
     }
 }
 

@@ -88,6 +88,11 @@ pub fn done2(r: &TrialRecord) -> Verdict {
         Some("running" | "paused") => {
             Verdict::pass(ID, "the target had loaded the state and was alive")
         }
+        // A guest that never ran stays so: its target ends as the source was.
+        Some("prelaunch") if r.prior == "prelaunch" => Verdict::pass(
+            ID,
+            "the target had loaded the state of a guest that never ran and was alive (`prelaunch`)",
+        ),
         Some(other) => Verdict::fail(
             ID,
             format!(

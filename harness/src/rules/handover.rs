@@ -28,7 +28,7 @@ pub fn done0(r: &TrialRecord) -> Verdict {
     // schedule of several: the faults it injected (a pre-empted one changes
     // nothing), or its first if none was.
     let injected = r.injected_points();
-    let expected = match injected.split_first() {
+    let mut expected = match injected.split_first() {
         Some((first, rest)) if !r.later.is_empty() => expected_end_of(
             Some((first.fault, first.step)),
             rest.iter().map(|p| (p.fault, p.step)),
@@ -37,6 +37,21 @@ pub fn done0(r: &TrialRecord) -> Verdict {
     };
     if expected == Expected::Refused {
         return Verdict::na(ID, "a malformed request: ERR-1 judges it");
+    }
+    // A scenario whose sides differ so that the target cannot load the
+    // state (another RAM size, a device it lacks) must not complete.
+    if let Some(why) = &r.mismatch {
+        if r.completed() {
+            return Verdict::fail(
+                ID,
+                format!(
+                    "the handover completed although {why}: the target took a state that does not fit it"
+                ),
+            );
+        }
+        if expected == Expected::Completes {
+            expected = Expected::Fails { refusal: false };
+        }
     }
     let context = context(r);
     match &r.migrate {

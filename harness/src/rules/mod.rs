@@ -4,6 +4,7 @@
 //! A verdict's `evidence` is worded without times, pids or counters so that it
 //! is stable in snapshots; its `detail` carries the numbers for reports.
 
+mod chain;
 mod completion;
 mod devices;
 mod failure;
@@ -198,12 +199,44 @@ pub fn rules_for(device: bool) -> impl Iterator<Item = &'static Rule> {
     RULES.iter().filter(move |r| device || !r.device)
 }
 
-/// Judges a trial by every rule of its profile; REACH-1 last, seeing the
-/// others' verdicts.
+/// CHAIN-1, judged only in trials that make several handovers in a row
+/// (a case's `hops`): not in [`RULES`], so that the one-handover trials'
+/// verdicts and tables stay as they are.
+pub const CHAIN_RULE: Rule = Rule {
+    id: chain::ID,
+    text: chain::TEXT,
+    check: chain::chain1,
+    device: false,
+};
+
+/// Judges a trial by every rule of its profile (CHAIN-1 too for handovers
+/// in a row); REACH-1 last, seeing the others' verdicts.
 pub fn judge(record: &TrialRecord) -> Vec<Verdict> {
     let mut verdicts: Vec<Verdict> = rules_for(record.device.is_some())
         .map(|r| (r.check)(record))
         .collect();
+    if let Some(chain) = &record.chain {
+        // Every hop is judged by every rule: a rule the last hop kept but an
+        // earlier hop broke is broken in the trial, at that hop.
+        for (i, hop) in chain.earlier.iter().enumerate() {
+            for broke in judge(hop).into_iter().filter(|v| v.status == Status::Fail) {
+                if let Some(v) = verdicts
+                    .iter_mut()
+                    .find(|v| v.rule == broke.rule && v.status != Status::Fail)
+                {
+                    *v = Verdict {
+                        evidence: format!("hop {}: {}", i + 1, broke.evidence),
+                        ..broke
+                    };
+                }
+            }
+        }
+        let at = verdicts
+            .iter()
+            .position(|v| v.rule == REACH_ID)
+            .unwrap_or(verdicts.len());
+        verdicts.insert(at, (CHAIN_RULE.check)(record));
+    }
     if let Some(i) = verdicts.iter().position(|v| v.rule == REACH_ID) {
         verdicts[i] = reach::reach1(record, &verdicts[..i]);
     }
@@ -212,7 +245,10 @@ pub fn judge(record: &TrialRecord) -> Vec<Verdict> {
 
 /// The rule with this ID.
 pub fn rule(id: &str) -> Option<&'static Rule> {
-    RULES.iter().find(|r| r.id == id)
+    RULES
+        .iter()
+        .chain(std::iter::once(&CHAIN_RULE))
+        .find(|r| r.id == id)
 }
 
 #[cfg(test)]

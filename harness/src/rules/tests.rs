@@ -59,6 +59,8 @@ impl Rec {
             shape: HandoverShape::CPR_TRANSFER,
             guest: GuestState::Running,
             point: None,
+            mismatch: None,
+            chain: None,
             injected: false,
             later: Vec::new(),
             holds: Vec::new(),
@@ -1403,4 +1405,81 @@ fn live1_a_later_kill_of_the_schedule_is_the_kits() {
         true,
     );
     assert_eq!(check("LIVE-1", rec).status, Pass);
+}
+
+/// A chain of `hops` handovers whose earlier hops are `earlier` and last is `last`.
+fn chain(
+    hops: u32,
+    point: Option<FaultPoint>,
+    fault_hop: u32,
+    earlier: Vec<TrialRecord>,
+    last: Rec,
+) -> TrialRecord {
+    let mut r = last.build();
+    r.chain = Some(crate::record::Chain {
+        hops,
+        fault_hop,
+        point,
+        earlier,
+    });
+    r
+}
+
+/// A completed handover whose counter readings are `by` lower (an earlier hop).
+fn earlier_hop(by: u64) -> TrialRecord {
+    let mut r = Rec::handover().build();
+    let c = r.cutover.as_mut().unwrap();
+    c.counter = c.counter.map(|(a, b)| (a - by, b - by));
+    for end in [&mut r.source, &mut r.target] {
+        end.counter = end.counter.map(|n| n - by);
+    }
+    r
+}
+
+#[test]
+fn chain1_needs_every_hop_and_a_counter_that_never_goes_back() {
+    let ok = || earlier_hop(2000);
+    let v = judge(&chain(
+        3,
+        None,
+        1,
+        vec![earlier_hop(4000), ok()],
+        Rec::handover(),
+    ));
+    let c = v
+        .iter()
+        .find(|v| v.rule == "CHAIN-1")
+        .expect("CHAIN-1 judged");
+    assert_verdict(c, Pass, "3 handovers in a row");
+    // CHAIN-1 goes before REACH-1, and is judged only for a chain.
+    assert_eq!(v[v.len() - 2].rule, "CHAIN-1");
+    assert!(judge(&ok()).iter().all(|v| v.rule != "CHAIN-1"));
+
+    // A chain that stopped at hop 2 of 3 with no fault there.
+    let stopped = judge(&chain(3, None, 1, vec![ok()], Rec::handover()));
+    let c = stopped.iter().find(|v| v.rule == "CHAIN-1").unwrap();
+    assert_verdict(c, Fail, "only 2 of 3 handovers happened");
+
+    // The counter went back: hop 2 read less than hop 1 left.
+    let mut back = Rec::handover();
+    back.0.target.counter = Some(1);
+    back.0.source.counter = Some(1);
+    back.0.cutover.as_mut().unwrap().counter = Some((1, 1));
+    let v = check_chain(chain(2, None, 1, vec![ok()], back));
+    assert_verdict(&v, Fail, "the guest counter went back between hops");
+}
+
+#[test]
+fn an_earlier_hops_break_is_the_trials_break_of_that_rule() {
+    let mut bad = earlier_hop(2000);
+    bad.cutover.as_mut().unwrap().source_runstate = Some("running".into());
+    bad.cutover.as_mut().unwrap().counter = Some((CUT - 2010, CUT - 2005));
+    let v = judge(&chain(2, None, 1, vec![bad], Rec::handover()));
+    let ord1 = v.iter().find(|v| v.rule == "ORD-1").unwrap();
+    assert_eq!(ord1.status, Fail, "{ord1:#?}");
+    assert!(ord1.evidence.starts_with("hop 1: "), "{ord1:#?}");
+}
+
+fn check_chain(r: TrialRecord) -> Verdict {
+    (super::CHAIN_RULE.check)(&r)
 }

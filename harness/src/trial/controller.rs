@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 
 use crate::adapter::{
     Adapter, AdapterError, Channels, HandoverShape, Incoming, LaunchSpec, MigrateRequest, Monitor,
-    Receive, Role, VmEvent,
+    Receive, Role, SideSetup, VmEvent,
 };
 use crate::faults::Fault;
 use crate::guestmem::GuestRam;
 use crate::interposer::{self, Directive, Held, Interposer};
 use crate::plan::{BadRequest, FaultPoint, GuestState, Step};
 use crate::process::VmmProcess;
-use crate::record::{LaterFault, MigrateReply, TrialRecord};
+use crate::record::{MigrateReply, TrialRecord};
+use crate::scenario::TargetStart;
+use crate::schedule::Schedule;
 use crate::timeline::{Actor, Timeline, What};
 use crate::trialdir::TrialDir;
 use crate::unixnet;
@@ -31,26 +33,6 @@ impl<'a> Controller<'a> {
         tx: Sender<Signal>,
         rx: Receiver<Signal>,
     ) -> Self {
-        let mut record = TrialRecord::new(
-            spec.name.clone(),
-            adapter.name().to_string(),
-            spec.guest,
-            spec.schedule.first(),
-            spec.settle,
-            dir.path().to_path_buf(),
-            dir.kept(),
-        );
-        record.shape = adapter.handover_shape();
-        record.later = spec
-            .schedule
-            .later()
-            .iter()
-            .map(|&point| LaterFault {
-                point,
-                injected: false,
-            })
-            .collect();
-        record.holds = spec.schedule.holds.clone();
         Controller {
             adapter,
             spec,
@@ -65,11 +47,107 @@ impl<'a> Controller<'a> {
             device: None,
             source_status: None,
             main_route: None,
+            main_given: false,
             hang_pending: false,
             write_rate: None,
             request_interval: None,
-            record,
+            hop: 1,
+            hop_start: std::time::Duration::ZERO,
+            earlier: Vec::new(),
+            record: TrialRecord::new(
+                spec.name.clone(),
+                adapter.name().to_string(),
+                spec.guest,
+                None,
+                spec.settle,
+                dir.path().to_path_buf(),
+                dir.kept(),
+            ),
         }
+        .with_first_record()
+    }
+
+    fn with_first_record(mut self) -> Self {
+        self.record = self.fresh_record();
+        self
+    }
+
+    /// What the scenario asks of one side at its start.
+    pub(super) fn side_setup(&self, role: Role) -> SideSetup {
+        let sc = &self.spec.scenario;
+        let diff = sc.side(role);
+        SideSetup {
+            start_stopped: role == Role::Source && self.spec.guest == GuestState::Prelaunch,
+            other_ram: diff.other_ram,
+            devices: diff.devices.clone(),
+            target_start: sc.target_start,
+            on_failed_load: sc.on_failed_load,
+        }
+    }
+
+    /// A deferred target ([`TargetStart::Deferred`]) gets its main channel
+    /// once the CPR state went on to it: the kit connects its monitor (it
+    /// answers once the state is loaded) and gives it the main channel, as
+    /// libvirt does. Once per handover; not if the source's migration ended.
+    pub(super) fn give_main_channel(&mut self) {
+        if self.spec.scenario.target_start != TargetStart::Deferred
+            || self.main_given
+            || !self.record.cutover.as_ref().is_some_and(|c| c.forwarded)
+            || self.source_terminal()
+            || !self.alive(Role::Target)
+        {
+            return;
+        }
+        self.main_given = true;
+        if !self.target_ready() {
+            return;
+        }
+        let Some(main) = self
+            .target
+            .as_ref()
+            .and_then(|t| t.spec.incoming.as_ref())
+            .map(|i| i.main.clone())
+        else {
+            return;
+        };
+        self.action("give the target its main channel");
+        let on_failed_load = self.spec.scenario.on_failed_load;
+        let reply = self
+            .target
+            .as_mut()
+            .and_then(|t| t.monitor.as_mut())
+            .map(|m| m.incoming_main(&main, on_failed_load));
+        if let Some(Err(e)) = reply {
+            let (command, desc) = match e {
+                AdapterError::Refused { command, desc } => (command, desc),
+                other => ("incoming-main".to_string(), other.to_string()),
+            };
+            self.timeline
+                .record(Actor::Target, What::Refused { command, desc });
+        }
+    }
+
+    /// The trial's schedule at the hop being run: the whole schedule at the
+    /// hop its faults are placed at, no fault, hold or delay at the others.
+    pub(super) fn schedule(&self) -> &Schedule {
+        static NO_FAULT: std::sync::LazyLock<Schedule> =
+            std::sync::LazyLock::new(|| Schedule::single(None));
+        if self.spec.scenario.fault_hop == self.hop {
+            &self.spec.schedule
+        } else {
+            &NO_FAULT
+        }
+    }
+
+    pub(super) fn log(&self, role: Role) -> String {
+        // From the second hop on, the source is the previous hop's target.
+        let name = match (role, self.hop) {
+            (_, 1) => format!("{}.log", role.name()),
+            (Role::Source, 2) => "target.log".to_string(),
+            (Role::Source, h) => format!("target-h{}.log", h - 1),
+            (Role::Target, h) => format!("target-h{h}.log"),
+        };
+        self.dir.join(&name).display().to_string()
     }
 
     /// The shape of the VMM's handover.
@@ -79,22 +157,15 @@ impl<'a> Controller<'a> {
 
     /// The fault the kit injects at `step` (a device fault is the device's).
     pub(super) fn fault_at(&self, step: Step) -> Option<Fault> {
-        self.spec.schedule.kit_fault_at(step)
+        self.schedule().kit_fault_at(step)
     }
 
     pub(super) fn bad_request(&self) -> Option<BadRequest> {
-        self.spec.schedule.bad_request()
+        self.schedule().bad_request()
     }
 
     pub(super) fn action(&self, what: impl Into<String>) {
         self.timeline.record(Actor::Kit, What::Action(what.into()));
-    }
-
-    pub(super) fn log(&self, role: Role) -> String {
-        self.dir
-            .join(&format!("{}.log", role.name()))
-            .display()
-            .to_string()
     }
 
     pub(super) fn spawn(&self, spec: LaunchSpec) -> Result<Side, TrialError> {
@@ -137,35 +208,37 @@ impl<'a> Controller<'a> {
         self.adapter.connect(&side.spec, deadline, sink)
     }
 
+    /// The trial: the first source and target, the handover, then any
+    /// further hops ([`super::hops`]).
     pub(super) fn run(&mut self) -> Result<(), TrialError> {
+        let incoming = self.start_pair()?;
+        self.handover(&incoming)?;
+        self.further_hops()
+    }
+
+    /// The launch of a target of this trial; `prefix` names its sockets
+    /// (`t-` for the first, `h2-t-` for the second hop's).
+    pub(super) fn target_spec(&self, prefix: &str, blk: Option<std::path::PathBuf>) -> LaunchSpec {
         let d = self.dir;
-        let blk = self.start_device()?;
-        let incoming = Incoming {
-            main: d.join("t-main.sock"),
-            cpr: d.join("t-cpr.sock"),
-        };
-        let target_spec = LaunchSpec {
+        LaunchSpec {
             role: Role::Target,
             dir: d.path().to_path_buf(),
-            monitor: d.join("t-qmp.sock"),
-            incoming: Some(incoming.clone()),
+            monitor: d.join(&format!("{prefix}qmp.sock")),
+            incoming: Some(Incoming {
+                main: d.join(&format!("{prefix}main.sock")),
+                cpr: d.join(&format!("{prefix}cpr.sock")),
+            }),
             shared_ram: true,
-            vhost_user_blk: blk.clone(),
-        };
-        let source_spec = LaunchSpec {
-            role: Role::Source,
-            dir: d.path().to_path_buf(),
-            monitor: d.join("s-qmp.sock"),
-            incoming: None,
-            shared_ram: self.bad_request() != Some(BadRequest::PrivateRam),
-            // A vhost-user device needs shared guest RAM: the source whose
-            // RAM is private (ERR-1) runs without it.
-            vhost_user_blk: blk.filter(|_| self.bad_request() != Some(BadRequest::PrivateRam)),
-        };
+            vhost_user_blk: blk,
+            setup: self.side_setup(Role::Target),
+        }
+    }
 
-        // The target first: it must be listening on its cpr socket (a
-        // target that starts empty is asked to, on its monitor).
-        let mut target = self.spawn(target_spec)?;
+    /// Starts a target and waits (bounded) until it listens on its cpr
+    /// socket (a target that starts empty is asked to, on its monitor).
+    pub(super) fn start_target(&mut self, spec: LaunchSpec) -> Result<Incoming, TrialError> {
+        let incoming = spec.incoming.clone().expect("a target's channels");
+        let mut target = self.spawn(spec)?;
         if self.shape().receive == Receive::MonitorRequest {
             let mut mon = self.connect(&target, Instant::now() + STARTUP)?;
             self.action("receive");
@@ -182,20 +255,46 @@ impl<'a> Controller<'a> {
                 Path::new(&self.log(Role::Target)),
             ));
         }
+        Ok(incoming)
+    }
+
+    /// The first target and source, the guest started as the case says.
+    fn start_pair(&mut self) -> Result<Incoming, TrialError> {
+        let d = self.dir;
+        let blk = self.start_device()?;
+        let target_spec = self.target_spec("t-", blk.clone());
+        let source_spec = LaunchSpec {
+            role: Role::Source,
+            dir: d.path().to_path_buf(),
+            monitor: d.join("s-qmp.sock"),
+            incoming: None,
+            shared_ram: self.bad_request() != Some(BadRequest::PrivateRam),
+            // A vhost-user device needs shared guest RAM: the source whose
+            // RAM is private (ERR-1) runs without it.
+            vhost_user_blk: blk.filter(|_| self.bad_request() != Some(BadRequest::PrivateRam)),
+            setup: self.side_setup(Role::Source),
+        };
+
+        // The target first: it must be listening on its cpr socket.
+        let incoming = self.start_target(target_spec)?;
 
         // The source, its monitor, its guest running or paused.
         let source_spec_has_device = source_spec.vhost_user_blk.is_some();
         let mut source = self.spawn(source_spec)?;
         let mut mon = self.connect(&source, Instant::now() + STARTUP)?;
+        // A guest started stopped (prelaunch) never runs: nothing to wait for.
+        let runs = self.spec.guest != GuestState::Prelaunch;
         if self.bad_request() != Some(BadRequest::PrivateRam) {
             source.ram = Some(self.open_ram(source.proc.pid())?);
             self.record.source_ram_inode = source.ram.as_ref().map(GuestRam::inode);
-            let ram = source.ram.as_ref().expect("just opened");
-            self.wait_guest_started(ram)?;
-            self.write_rate = watch::measure_writes(ram, self.spec.settle);
+            if runs {
+                let ram = source.ram.as_ref().expect("just opened");
+                self.wait_guest_started(ram)?;
+                self.write_rate = watch::measure_writes(ram, self.spec.settle);
+            }
         }
         if source_spec_has_device {
-            self.wait_device_started(source.proc.pid())?;
+            self.wait_device_started(source.proc.pid(), runs)?;
         }
         if self.spec.guest == GuestState::Paused {
             mon.stop()?;
@@ -204,7 +303,14 @@ impl<'a> Controller<'a> {
         mon.prepare_cpr(&self.spec.capabilities)?;
         source.monitor = Some(mon);
         self.source = Some(source);
+        Ok(incoming)
+    }
 
+    /// One handover from the source to the target listening on `incoming`:
+    /// the interposer between them, the migrate command, the migration
+    /// followed to its end, and the final readings.
+    pub(super) fn handover(&mut self, incoming: &Incoming) -> Result<(), TrialError> {
+        let d = self.dir;
         // The interposer between them.
         let tx = self.tx.clone();
         let on_hold: interposer::HoldHandler = Arc::new(move |held: Held| {

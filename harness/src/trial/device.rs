@@ -40,11 +40,15 @@ impl Controller<'_> {
 
     /// Waits until the source holds the device, and (a guest that does device
     /// I/O, running) until its I/O gets through.
-    pub(super) fn wait_device_started(&mut self, source_pid: i32) -> Result<(), TrialError> {
+    pub(super) fn wait_device_started(
+        &mut self,
+        source_pid: i32,
+        guest_runs: bool,
+    ) -> Result<(), TrialError> {
+        let source_log = std::path::PathBuf::from(self.log(Role::Source));
         let Some(d) = self.device.as_mut().filter(|d| d.observable()) else {
             return Ok(());
         };
-        let source_log = self.dir.join("source.log");
         let setup_err = |what: String| TrialError::setup(what, &source_log);
         let deadline = Instant::now() + STARTUP;
         let taken = |st: &DeviceState| {
@@ -61,7 +65,7 @@ impl Controller<'_> {
                 "the device daemon died before the source took the device".into()
             }));
         }
-        if self.adapter.guest_probe().device_io {
+        if guest_runs && self.adapter.guest_probe().device_io {
             let Some(first) = d.wait_io(source_pid, 0, STARTUP)? else {
                 return Err(setup_err("the source's guest never did device I/O".into()));
             };
@@ -86,7 +90,7 @@ impl Controller<'_> {
             self.source.as_ref().map(|s| s.proc.pid()),
             self.target.as_ref().map(|t| t.proc.pid()),
         );
-        let schedule = &self.spec.schedule;
+        let schedule = self.schedule().clone();
         let delay = schedule.device_delay;
         if let Some(obs) = self.record.device.as_mut() {
             (obs.source_pid, obs.target_pid) = pids;
@@ -142,7 +146,7 @@ impl Controller<'_> {
             Some(Role::Target) => Some(Step::TargetInit),
             None => None,
         };
-        let device: Vec<_> = self.spec.schedule.device_faults().collect();
+        let device: Vec<_> = self.schedule().device_faults().collect();
         let fired = device
             .iter()
             .find(|p| Some(p.step) == step)

@@ -8,6 +8,7 @@ use crate::adapter::{Channels, Receive, Role, SourceEnd};
 use crate::guestmem::GuestRam;
 use crate::interposer::Directive;
 use crate::record::{MigrateReply, ProcEnd, TrialRecord};
+use crate::scenario::OnFailedLoad;
 
 use super::{Controller, Signal};
 
@@ -47,7 +48,9 @@ impl Controller<'_> {
             });
             // A target that receives on request may stay, empty, once its
             // own receive has ended (FAIL-4 reads how it ended).
-            let stays = self.shape().receive == Receive::MonitorRequest;
+            // So may one told to stay alive when its load fails.
+            let stays = self.shape().receive == Receive::MonitorRequest
+                || self.spec.scenario.on_failed_load == OnFailedLoad::Stay;
             if contacted {
                 self.serve_until(deadline, |c| {
                     !c.alive(Role::Target) || (stays && c.target_migration_ended())
@@ -156,7 +159,8 @@ impl Controller<'_> {
         self.source = None;
         self.target = None;
         self.finish_device();
-        self.record.timeline = self.timeline.entries();
+        self.record.timeline = self.hop_entries();
+        self.record.chain = self.chain();
         self.record.clone()
     }
 }

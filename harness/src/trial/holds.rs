@@ -108,7 +108,7 @@ impl Controller<'_> {
         }
         // A channel hold of the schedule: the kit keeps the message on
         // purpose before it acts (a later peer, a slower channel).
-        if let Some(d) = self.spec.schedule.hold_at(h.step) {
+        if let Some(d) = self.schedule().hold_at(h.step) {
             self.action(format!("hold {} ms", d.as_millis()));
             std::thread::sleep(d);
         }

@@ -12,6 +12,7 @@ mod controller;
 mod device;
 mod ending;
 mod holds;
+mod hops;
 mod signals;
 mod watch;
 
@@ -27,6 +28,7 @@ use crate::interposer::{Directive, Held, Interposer};
 use crate::plan::GuestState;
 use crate::process::VmmProcess;
 use crate::record::TrialRecord;
+use crate::scenario::Scenario;
 use crate::schedule::Schedule;
 use crate::timeline::Timeline;
 use crate::trialdir::TrialDir;
@@ -50,6 +52,9 @@ pub struct TrialSpec {
     pub device: Option<DeviceSetup>,
     /// Keep the trial directory (sockets, logs) afterwards.
     pub keep: bool,
+    /// What the sides differ in, how the target starts, the hops
+    /// ([`crate::scenario`]; the default is one plain handover).
+    pub scenario: Scenario,
 }
 
 /// The trial could not be carried out (not a verdict on the VMM).
@@ -151,12 +156,20 @@ struct Controller<'a> {
     source_status: Option<String>,
     /// The main channel's route, opened at target-init.
     main_route: Option<crate::interposer::Route>,
+    /// A deferred target was given its main channel (or the kit tried).
+    main_given: bool,
     /// A hang-target fault waiting for its cancel at the next hold.
     hang_pending: bool,
     /// The guest's rates, measured while it ran before the migrate: the mean
     /// time between two counter writes, and between two device requests.
     write_rate: Option<watch::WriteRate>,
     request_interval: Option<Duration>,
+    /// The hop being run (1-based; [`hops`]).
+    hop: u32,
+    /// When the hop being run started (its record's timeline starts there).
+    hop_start: Duration,
+    /// The records of the hops already run, in order.
+    earlier: Vec<TrialRecord>,
     record: TrialRecord,
 }
 

@@ -126,6 +126,7 @@ impl Controller<'_> {
                     last_progress = Instant::now();
                     let d = self.on_hold(h);
                     let _ = reply.send(d);
+                    self.give_main_channel();
                 }
                 Some(s) => self.note(&s),
                 // Polling backs up the events, for a VMM that sends none.

@@ -221,7 +221,7 @@ pub fn run_schedule(
     let Some((case, _)) = target.case(case) else {
         return Verdicted::Error(format!("no case `{case}` to fuzz here"));
     };
-    let mut spec = trial_spec(name.to_string(), case, schedule.clone(), opts);
+    let mut spec = trial_spec(name.to_string(), case, schedule.clone(), 1, opts);
     spec.guest = guest;
     match trial::run(target.adapter.as_ref(), &spec, root) {
         Ok(record) => Verdicted::of(&rules::judge(&record)),

@@ -36,6 +36,7 @@ impl Scratch {
             incoming: None,
             shared_ram: true,
             vhost_user_blk: None,
+            setup: Default::default(),
         }
     }
 }
