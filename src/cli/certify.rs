@@ -93,12 +93,5 @@ pub fn run(vmm: &str, profile: Profile, out: &Path, jobs: Jobs, keep: bool) -> R
         "bundle: {} (report.md, report.json, junit.xml, timelines/)",
         out.display()
     );
-    if let Some(code) = interrupt::exit_code() {
-        return Ok(code);
-    }
-    Ok(if report.verdict.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(interrupt::status(report.verdict.is_ok()))
 }

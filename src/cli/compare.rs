@@ -123,12 +123,5 @@ pub fn run(a: &str, b: &str, case: Option<&str>, jobs: Jobs, format: Format) -> 
         Format::Markdown => print!("{}", compare::markdown::render(&comparison)),
         Format::Json => print!("{}", comparison.to_json()),
     }
-    if let Some(code) = interrupt::exit_code() {
-        return Ok(code);
-    }
-    Ok(if comparison.is_worse() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(interrupt::status(!comparison.is_worse()))
 }

@@ -432,14 +432,7 @@ pub fn run(c: &Campaign, one: &One) -> Result<ExitCode> {
     );
     let o = campaign(c)?;
     let ok = print_outcome(c, &o);
-    if let Some(code) = interrupt::exit_code() {
-        return Ok(code);
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(interrupt::status(ok))
 }
 
 /// One trial: a seed's draw or a schedule spelled out, run, replayed, and
@@ -524,14 +517,7 @@ fn run_one(c: &Campaign, one: &One) -> Result<ExitCode> {
         print_finding(c, f, one.replay.is_some());
     }
     let clean = super::run::print_leaks(&leaks);
-    if let Some(code) = interrupt::exit_code() {
-        return Ok(code);
-    }
-    Ok(if clean && first == Verdicted::Pass {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(interrupt::status(clean && first == Verdicted::Pass))
 }
 
 /// `--guest running|paused`.

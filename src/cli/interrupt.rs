@@ -127,6 +127,16 @@ pub fn exit_code() -> Option<ExitCode> {
     STOP.signal().map(|s| ExitCode::from((128 + s) as u8))
 }
 
+/// A command's exit status: 128 + the signal if one stopped it, else 0 when
+/// `ok`, 1 otherwise.
+pub fn status(ok: bool) -> ExitCode {
+    exit_code().unwrap_or(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Installs the handlers of SIGINT and SIGTERM and starts the signal thread.
 pub fn install() -> Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;

@@ -89,14 +89,7 @@ pub fn run(jobs: Jobs, case: Option<&str>) -> Result<ExitCode> {
         println!("{line}");
     }
     ok &= print_leaks(&leaks);
-    if let Some(code) = interrupt::exit_code() {
-        return Ok(code);
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(interrupt::status(ok))
 }
 
 fn rule_id(rule: &str) -> &'static str {

@@ -195,12 +195,5 @@ pub fn run(s: &Soak) -> Result<ExitCode> {
             );
         }
     }
-    if let Some(code) = interrupt::exit_code() {
-        return Ok(code);
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(interrupt::status(ok))
 }
