@@ -23,8 +23,10 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use super::virtqueue::SplitQueue;
 use crate::ram::GuestRam;
 
-/// Bound on the wait for any reply of the backend.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on the wait for any reply of the backend: well above the longest
+/// late answer the kit's device makes on purpose (400 ms), and what a
+/// target waits for a backend that serves another frontend first.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// VIRTIO_F_VERSION_1.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 /// VHOST_USER_F_PROTOCOL_FEATURES.

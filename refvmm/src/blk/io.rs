@@ -1,5 +1,5 @@
 //! The guest's block I/O: one thread, created once, that submits a request
-//! about every millisecond while the VM runs (write sector `n % 63 + 1`
+//! about every 100 µs while the VM runs (write sector `n % 63 + 1`
 //! stamped with `n`; every 8th request, read sector 0 and check its boot
 //! signature) and parks otherwise. One request is in flight at most, and it
 //! waits for its completion at most [`REQUEST_TIMEOUT`]. Stopping is
@@ -25,7 +25,7 @@ use crate::{BLK_DATA_OFFSET, BLK_HDR_OFFSET, BLK_SECTOR_SIZE, BLK_SEQ_OFFSET, BL
 /// Bound on the wait for one request's completion.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause between two requests.
-const REQUEST_PAUSE: Duration = Duration::from_millis(1);
+const REQUEST_PAUSE: Duration = Duration::from_micros(1000);
 /// Bound on [`BlkIo::stop`]'s wait (a request in flight ends within
 /// [`REQUEST_TIMEOUT`]; this only guards against a bug).
 const STOP_BOUND: Duration = Duration::from_secs(2);
