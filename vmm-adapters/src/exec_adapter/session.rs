@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cprkit_harness::adapter::{AdapterError, EventSink, Role, VmEvent, until};
-use cprkit_harness::process::die_with_spawner;
+use cprkit_harness::process::{dies_with_spawner, spawn_armed};
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
@@ -120,19 +120,17 @@ impl Session {
         // program that ignores the end of its stdin must not outlive a kit
         // killed with SIGKILL. The thread that starts a session outlives it (a
         // trial's thread, or the caller of `guest_probe`).
-        die_with_spawner(&mut cmd);
-        let mut child = cmd
-            .stdin(Stdio::piped())
+        let mut cmd = dies_with_spawner(cmd);
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| {
-                AdapterError::Environment(format!(
-                    "cannot start the exec adapter {}: {e}",
-                    adapter.program.display()
-                ))
-            })?;
+            .process_group(0);
+        let mut child = spawn_armed(&mut cmd).map_err(|e| {
+            AdapterError::Environment(format!(
+                "cannot start the exec adapter {}: {e}",
+                adapter.program.display()
+            ))
+        })?;
         let pid = Pid::from_raw(child.id() as i32);
         let role = role
             .map(|r| format!(" for the {}", r.name()))
