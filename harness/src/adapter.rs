@@ -301,6 +301,13 @@ pub trait Monitor: Send {
         })
     }
     fn cancel(&mut self) -> Result<(), AdapterError>;
+    /// How long the next requests may wait for their answer: the kit's bound
+    /// for one step of the handover, derived from the VMM's measured speed
+    /// (`migrate` is the request it is for). A monitor whose timeouts are
+    /// its own keeps them (the default).
+    fn set_answer_bound(&mut self, bound: std::time::Duration) {
+        let _ = bound;
+    }
     fn stop(&mut self) -> Result<(), AdapterError>;
     fn cont(&mut self) -> Result<(), AdapterError>;
     /// The runstate, as QEMU names it (`running`, `paused`, `inmigrate`, ...).

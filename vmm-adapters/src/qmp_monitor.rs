@@ -101,6 +101,10 @@ impl Monitor for QmpMonitor {
         Ok(())
     }
 
+    fn set_answer_bound(&mut self, bound: Duration) {
+        self.client.set_reply_timeout(bound);
+    }
+
     fn migrate(&mut self, req: &MigrateRequest) -> Result<(), AdapterError> {
         self.exec("migrate", Some(json!({"channels": migrate_channels(req)})))
             .map(|_| ())

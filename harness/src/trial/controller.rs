@@ -51,6 +51,8 @@ impl<'a> Controller<'a> {
             hang_pending: false,
             write_rate: None,
             request_interval: None,
+            device_pace: None,
+            step_bound: spec.migration_bound,
             hop: 1,
             hop_start: std::time::Duration::ZERO,
             earlier: Vec::new(),
@@ -260,6 +262,7 @@ impl<'a> Controller<'a> {
 
     /// The first target and source, the guest started as the case says.
     fn start_pair(&mut self) -> Result<Incoming, TrialError> {
+        let started = Instant::now();
         let d = self.dir;
         let blk = self.start_device()?;
         let target_spec = self.target_spec("t-", blk.clone());
@@ -282,6 +285,20 @@ impl<'a> Controller<'a> {
         let source_spec_has_device = source_spec.vhost_user_blk.is_some();
         let mut source = self.spawn(source_spec)?;
         let mut mon = self.connect(&source, Instant::now() + STARTUP)?;
+        // Both VMMs started and the source answers: the measure of the
+        // VMMs' speed the bound of a step is derived from.
+        let startup = started.elapsed();
+        self.step_bound = watch::step_bound(startup, self.spec.settle, self.spec.migration_bound);
+        self.timeline.record(
+            Actor::Kit,
+            What::Sample(format!(
+                "step bound {} ms ({}x the start-up of {:.1} ms, within the settle bound and {} ms)",
+                self.step_bound.as_millis(),
+                watch::STEP_FACTOR,
+                startup.as_secs_f64() * 1000.0,
+                self.spec.migration_bound.as_millis()
+            )),
+        );
         // A guest started stopped (prelaunch) never runs: nothing to wait for.
         let runs = self.spec.guest != GuestState::Prelaunch;
         if self.bad_request() != Some(BadRequest::PrivateRam) {
@@ -352,7 +369,11 @@ impl<'a> Controller<'a> {
             malformed: self.bad_request(),
         };
         self.action("migrate");
-        let reply = self.source_monitor().map(|m| m.migrate(&req));
+        let bound = self.step_bound;
+        let reply = self.source_monitor().map(|m| {
+            m.set_answer_bound(bound);
+            m.migrate(&req)
+        });
         self.record.migrate = match reply {
             Some(Ok(())) => MigrateReply::Accepted,
             Some(Err(AdapterError::Refused { command, desc })) => {
@@ -528,10 +549,14 @@ impl<'a> Controller<'a> {
         }
     }
 
-    /// Connects to a side's monitor, retrying while its process lives (bounded).
-    pub(super) fn connect_while_alive(&self, role: Role) -> Option<Box<dyn Monitor>> {
+    /// Connects to a side's monitor, retrying while its process lives,
+    /// until `deadline`.
+    pub(super) fn connect_while_alive(
+        &self,
+        role: Role,
+        deadline: Instant,
+    ) -> Option<Box<dyn Monitor>> {
         let side = self.side(role)?;
-        let deadline = Instant::now() + STARTUP;
         // Short attempts first (a dying VMM is noticed at once), then longer
         // ones (an adapter that starts a program per attempt gets its time).
         let mut attempt = Duration::from_millis(20);

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::adapter::Role;
 use crate::device::{
-    self, DeviceDaemon, DeviceError, DeviceFault, DeviceState, EntryKind, Trigger,
+    self, DeviceDaemon, DeviceError, DeviceFault, DeviceState, EntryKind, LedgerEntry, OwnerChange,
+    Trigger,
 };
 use crate::faults;
 use crate::plan::Step;
@@ -65,6 +66,8 @@ impl Controller<'_> {
                 "the device daemon died before the source took the device".into()
             }));
         }
+        // The source's pace at its device work, for the final readings.
+        self.device_pace = handshake_pace(&d.ledger()?);
         if guest_runs && self.adapter.guest_probe().device_io {
             let Some(first) = d.wait_io(source_pid, 0, STARTUP)? else {
                 return Err(setup_err("the source's guest never did device I/O".into()));
@@ -281,6 +284,7 @@ impl Controller<'_> {
             && runstate.as_deref() == Some("running")
             && self.record.prior == "running";
         let settle = self.spec.settle;
+        let still = still_period(self.device_pace);
         // A source whose transfer failed may take its device back in the
         // background (the target lets go only once it sees the channels
         // closed): it gets the settle bound to own it again.
@@ -294,12 +298,17 @@ impl Controller<'_> {
             if take_back {
                 st = d.wait_until(Instant::now() + settle, |st| obs.source_back(st))?;
             }
-            let st = wait_still(d, st, settle)?;
+            let st = wait_still(d, st, still, settle)?;
             // While the other side still runs a ring on the same guest
             // memory, two drivers share the queue: whose request gets
             // through is a race, so the runner's I/O is not judged.
             let shared_queue = obs.runs_rings(&st, runner.other());
+            // A runner that never connected to the device (a source that
+            // ran without it, as with private RAM) gets no I/O through:
+            // nothing to wait for.
+            let connected = |pid: i32| st.conns.iter().any(|c| c.pid == Some(pid));
             let io = match runner_pid.filter(|_| look_for_io && !shared_queue) {
+                Some(pid) if !connected(pid) => Some((runner, false)),
                 Some(pid) => Some((runner, d.wait_io(pid, st.last_seq, settle)?.is_some())),
                 None => None,
             };
@@ -355,16 +364,73 @@ impl Controller<'_> {
     }
 }
 
-/// How long the device's connections and owners must stay as they are for
-/// the kit to take them as settled.
-const STILL: Duration = Duration::from_millis(50);
+/// The quiet period of the final readings spans this many times the
+/// source's measured pace ([`handshake_pace`]).
+const STILL_GAPS: u32 = 16;
+/// Never shorter: a daemon thread that has a message to log gets a CPU
+/// within this on a busy host.
+const STILL_FLOOR: Duration = Duration::from_millis(2);
+/// Never longer, and the period of a pace that could not be measured.
+const STILL_CEILING: Duration = Duration::from_millis(50);
+
+/// How long the device's connections, owners and rings must stay as they
+/// are for the kit to take them as settled: a VMM's last close or release
+/// reaches the daemon a moment after the VMM went on, and nothing announces
+/// that it was the last. The moment is the VMM's own pace at its device
+/// work, measured in this trial before the migrate: [`STILL_GAPS`] times the
+/// source's longest pause between two messages of its start-up handshake,
+/// within [`STILL_FLOOR`] and [`STILL_CEILING`] (the ceiling when it could
+/// not be measured).
+pub(super) fn still_period(pace: Option<Duration>) -> Duration {
+    pace.map_or(STILL_CEILING, |pace| {
+        (pace * STILL_GAPS).clamp(STILL_FLOOR, STILL_CEILING)
+    })
+}
+
+/// The longest pause between two ledger entries of one connection, from
+/// its connect to its first ring start, over every connection that got
+/// that far (a frontend sends its handshake one message after the other,
+/// each when the last was answered and it did its own work in between);
+/// `None` if none did. Read before the migrate, only the source's
+/// handshake is in the ledger: a target's spans the wait for the migration.
+pub(super) fn handshake_pace(ledger: &[LedgerEntry]) -> Option<Duration> {
+    use std::collections::BTreeMap;
+    // conn -> (time of its last entry, its longest pause so far)
+    let mut open: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    let mut pace: Option<u64> = None;
+    for e in ledger {
+        let Some(conn) = e.conn else { continue };
+        match &e.kind {
+            EntryKind::Connect => {
+                open.insert(conn, (e.t_ns, 0));
+            }
+            kind => {
+                let Some((last, longest)) = open.get_mut(&conn) else {
+                    continue;
+                };
+                *longest = (*longest).max(e.t_ns.saturating_sub(*last));
+                *last = e.t_ns;
+                if matches!(
+                    kind,
+                    EntryKind::Owner {
+                        change: OwnerChange::RingStart { .. }
+                    }
+                ) {
+                    let (_, longest) = open.remove(&conn).expect("just seen");
+                    pace = Some(pace.unwrap_or(0).max(longest));
+                }
+            }
+        }
+    }
+    pace.map(Duration::from_nanos)
+}
 
 /// The device's state once its connections, owners and rings have not
-/// changed for [`STILL`] (bounded by `bound`): a VMM's close of a connection
-/// reaches the daemon a moment after the VMM went on.
+/// changed for `still` (bounded by `bound`).
 fn wait_still(
     d: &mut DeviceDaemon,
     mut st: DeviceState,
+    still: Duration,
     bound: Duration,
 ) -> Result<DeviceState, device::DeviceError> {
     let shape = |st: &DeviceState| {
@@ -380,7 +446,7 @@ fn wait_still(
     let mut since = Instant::now();
     loop {
         let now = Instant::now();
-        let still_until = since + STILL;
+        let still_until = since + still;
         if now >= still_until || now >= deadline {
             return Ok(st);
         }

@@ -20,9 +20,12 @@ impl Controller<'_> {
         let prior = self.record.prior.clone();
         let deadline = Instant::now() + self.spec.settle;
         if completed {
-            // The target should reach the source's prior runstate.
+            // The target should reach the source's prior runstate, within
+            // the settle bound: its monitor answering is part of that (one
+            // that answers only once the state is loaded never answers
+            // when nothing was sent).
             if self.target.as_ref().is_some_and(|t| t.monitor.is_none())
-                && let Some(m) = self.connect_while_alive(Role::Target)
+                && let Some(m) = self.connect_while_alive(Role::Target, deadline)
             {
                 self.target.as_mut().expect("checked").monitor = Some(m);
             }

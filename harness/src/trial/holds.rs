@@ -12,7 +12,7 @@ use crate::procinfo;
 use crate::record::{CancelObs, CutOver, TargetInit};
 use crate::timeline::{Actor, What};
 
-use super::{Controller, watch};
+use super::{Controller, STARTUP, watch};
 
 /// How long a fault at main-stream waits at most for a source that may
 /// already have sent its whole stream to report so.
@@ -298,7 +298,7 @@ impl Controller<'_> {
         if self.target.as_ref().is_some_and(|t| t.monitor.is_some()) {
             return true;
         }
-        match self.connect_while_alive(Role::Target) {
+        match self.connect_while_alive(Role::Target, Instant::now() + STARTUP) {
             Some(m) => {
                 self.target.as_mut().expect("connected").monitor = Some(m);
                 true

@@ -164,6 +164,12 @@ struct Controller<'a> {
     /// time between two counter writes, and between two device requests.
     write_rate: Option<watch::WriteRate>,
     request_interval: Option<Duration>,
+    /// The bound of one step of the handover, from the VMMs' start-up
+    /// ([`watch::step_bound`]).
+    step_bound: Duration,
+    /// The source's pace at its device work (its longest pause in its
+    /// start-up handshake), for the final readings' quiet period.
+    device_pace: Option<Duration>,
     /// The hop being run (1-based; [`hops`]).
     hop: u32,
     /// When the hop being run started (its record's timeline starts there).

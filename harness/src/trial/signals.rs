@@ -8,6 +8,9 @@ use crate::plan::Step;
 
 use super::{Controller, Signal};
 
+/// How often [`Controller::serve_until`] looks again without an event.
+const SERVE_TICK: Duration = Duration::from_millis(20);
+
 impl Controller<'_> {
     /// Takes the next signal, deferred ones first; `None` once `deadline` passes.
     /// With `holds_ok` false, holds are kept for later (the kit is inside one).
@@ -41,7 +44,10 @@ impl Controller<'_> {
             if Instant::now() >= deadline {
                 return false;
             }
-            let tick = (Instant::now() + Duration::from_millis(5)).min(deadline);
+            // Each event (a runstate change, an exit) ends the tick at
+            // once; the tick is for a VMM that changes without saying so,
+            // and a short one would ask a waiting VMM hundreds of times.
+            let tick = (Instant::now() + SERVE_TICK).min(deadline);
             match self.next_signal(tick, true) {
                 Some(Signal::Hold(h, reply)) => {
                     let d = self.on_hold(h);
@@ -96,7 +102,9 @@ impl Controller<'_> {
 
     /// Follows the migration from the migrate command to its end.
     pub(super) fn follow_migration(&mut self) {
-        let deadline = Instant::now() + self.spec.migration_bound;
+        // The bound is the VMM's: the time the kit holds a message (its
+        // watch, a fault, a hold of the schedule) is added to it.
+        let mut deadline = Instant::now() + self.step_bound;
         let mut last_progress = Instant::now();
         loop {
             if self.source_terminal() {
@@ -123,9 +131,11 @@ impl Controller<'_> {
             let tick = Instant::now() + Duration::from_millis(50);
             match self.next_signal(tick.min(deadline), true) {
                 Some(Signal::Hold(h, reply)) => {
-                    last_progress = Instant::now();
+                    let held = Instant::now();
                     let d = self.on_hold(h);
                     let _ = reply.send(d);
+                    deadline += held.elapsed();
+                    last_progress = Instant::now();
                     self.give_main_channel();
                 }
                 Some(s) => self.note(&s),

@@ -6,19 +6,21 @@
 //! bound (up to the ceiling) while the source has a thread that could run but
 //! may not have been given a CPU.
 //!
-//! The waits of a trial that are not derived from a measured rate, and why:
+//! The other waits of a trial, and why each is what it is:
 //! - the start-up bounds (`STARTUP`, the device's start and close waits) and
-//!   the settle and migration bounds: each ends at the event it waits for
-//!   (a socket listening, a monitor answer, a process exit, a ledger change),
-//!   and is reached only by a VMM that never gets there;
-//! - the device's settle at the final readings (`wait_still` in `device.rs`,
-//!   50 ms without a change of connections, owners or rings, each change
-//!   awaited as an event from the daemon): a VMM's close or release reaches
-//!   the daemon a moment after the VMM went on, and nothing announces that
-//!   the last one has come, so a quiet period stays; it is not derived from
-//!   the request rate because a close's lag has nothing to do with the
-//!   guest's I/O (a shorter one, tried against the mutants that release late,
-//!   is what the snapshots would have to prove first);
+//!   the settle bound: each ends at the event it waits for (a socket
+//!   listening, a monitor answer, a process exit, a ledger change), and is
+//!   reached only by a VMM that never gets there;
+//! - the bound of a step of the handover (the answer to `migrate`, the
+//!   migration's end): it ends at the answer or the end, and its length is
+//!   derived from the VMM's own speed, measured at its start-up
+//!   ([`step_bound`]);
+//! - the device's settle at the final readings (`wait_still` in `device.rs`):
+//!   a VMM's close or release reaches the daemon a moment after the VMM went
+//!   on, and nothing announces that the last one has come, so a quiet period
+//!   stays (each change is awaited as an event from the daemon); its length
+//!   is derived from the source's own pace at its device work, measured in
+//!   its start-up handshake (`still_period`);
 //! - the final readings' check that a running guest's counter moves
 //!   (`counter_moves` in `ending.rs`): it ends at the first write, and only a
 //!   guest that does not run waits out its settle bound;
@@ -38,12 +40,18 @@ use crate::record::WatchBound;
 /// writes this many times within the bound, so a counter still for that long
 /// is a stopped guest.
 pub(super) const WATCH_WRITES: u32 = 50;
-/// Device I/O requests the cut-over watch spans, for a guest that does I/O.
-pub(super) const WATCH_REQUESTS: u32 = 16;
-/// Never shorter: a running guest whose vCPU thread is not scheduled for a
-/// few scheduler ticks on a busy host looks still (QEMU's TCG guest under
-/// load does, for 5 ms).
-pub(super) const WATCH_FLOOR: Duration = Duration::from_millis(10);
+/// Device I/O requests the cut-over watch spans, for a guest that does I/O:
+/// a device still for the time of this many requests of a guest that keeps
+/// its pace sees no more I/O (the counter's writes, many more, span the
+/// watch too).
+pub(super) const WATCH_REQUESTS: u32 = 8;
+/// Never shorter. A running guest whose vCPU thread is not given a CPU for
+/// a few scheduler ticks on a busy host looks still (QEMU's TCG guest under
+/// load does, for 5 ms): that is not what the floor is for, since such a
+/// thread is runnable and [`watch_counter`] watches on while any thread of
+/// the source is. The floor covers what the rates cannot show: a guest
+/// that wakes on a timer coarser than the pace it kept while timed.
+pub(super) const WATCH_FLOOR: Duration = Duration::from_millis(2);
 /// The watch spans this many times the longest still spell seen while the
 /// rate was measured (a guest that writes in bursts).
 pub(super) const GAP_FACTOR: u32 = 4;
@@ -164,8 +172,37 @@ pub(super) fn bound(
     }
 }
 
+/// A step of the handover may take this many times the VMMs' start-up
+/// (spawning both and the source's monitor answering).
+pub(super) const STEP_FACTOR: u32 = 50;
+
+/// The bound of one step of the handover (the answer to `migrate`, the
+/// migration's end): [`STEP_FACTOR`] times the VMMs' measured start-up, at
+/// least the case's settle bound (what a handover is given to settle) and
+/// at most `ceiling` (the runner's migration bound). A VMM that starts in a
+/// few milliseconds gets the settle bound; one that takes a tenth of a
+/// second to start (QEMU under TCG) gets seconds, and so does any VMM on a
+/// machine slowed down by load.
+pub(super) fn step_bound(startup: Duration, settle: Duration, ceiling: Duration) -> Duration {
+    (startup * STEP_FACTOR).clamp(settle.min(ceiling), ceiling)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_step_takes_the_start_up_times_the_factor_within_settle_and_ceiling() {
+        use super::step_bound;
+        let (settle, ceiling) = (Duration::from_secs(1), Duration::from_secs(5));
+        let ms = Duration::from_millis;
+        // refvmm starts in a few ms: the settle bound.
+        assert_eq!(step_bound(ms(4), settle, ceiling), settle);
+        // A VMM that takes 60 ms to start: 3 s; 200 ms: the ceiling.
+        assert_eq!(step_bound(ms(60), settle, ceiling), ms(3000));
+        assert_eq!(step_bound(ms(200), settle, ceiling), ceiling);
+        // A case whose settle bound is above the ceiling: the ceiling.
+        assert_eq!(step_bound(ms(4), ms(8000), ceiling), ceiling);
+    }
+
     use super::*;
 
     const CEILING: Duration = Duration::from_secs(1);
@@ -180,10 +217,10 @@ mod tests {
 
     #[test]
     fn the_bound_is_the_time_of_the_writes_within_floor_and_ceiling() {
-        // refvmm's guest: a write every ~250 us: 50 writes, 12.5 ms.
+        // A guest writing every ~250 us: 50 writes, 12.5 ms.
         let b = bound(steady(250 * US), None, false, CEILING);
         assert_eq!(b.bound, 12500 * US);
-        // A fast guest (QEMU under TCG): the floor.
+        // A fast guest (QEMU under TCG, refvmm): the floor.
         assert_eq!(bound(steady(US), None, false, CEILING).bound, WATCH_FLOOR);
         // A slow one: 5 ms a write is 250 ms; 50 ms a write hits the ceiling.
         let slow = Duration::from_millis(5);
@@ -216,7 +253,7 @@ mod tests {
             true,
             CEILING,
         );
-        assert_eq!(b.bound, Duration::from_millis(16));
+        assert_eq!(b.bound, Duration::from_millis(8));
         assert_eq!(bound(None, None, false, CEILING).bound, CEILING);
         // A guest whose device I/O was looked for and not timed.
         assert_eq!(bound(steady(150 * US), None, true, CEILING).bound, CEILING);
