@@ -5,7 +5,9 @@
 //! job); then `selftest`'s wall time (refvmm and every mutant), with how many
 //! mutants were caught. Figures, not a test: this machine is small and noisy.
 //! `--quick` times the memory-running case only in the matrices and
-//! selftest, with fewer samples.
+//! selftest, with fewer samples. Each figure the kit has a goal for says
+//! the goal and whether this run met it ([`GOALS`]); the last line counts
+//! them.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -36,6 +38,60 @@ pub struct Options {
     pub quick: bool,
     /// Whether to time selftest.
     pub selftest: bool,
+}
+
+/// A figure the kit has a speed goal for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Figure {
+    /// The kit's memory-running/no-fault trial over the bare handover, for
+    /// the VMM named.
+    TrialRatio(&'static str),
+    /// The VMM's full matrix at the run's jobs, in seconds.
+    MatrixWall(&'static str),
+    /// `selftest` (refvmm and every mutant, every case), in seconds.
+    SelftestWall,
+}
+
+/// The goals: each figure at most this.
+const GOALS: &[(Figure, f64)] = &[
+    (Figure::TrialRatio("refvmm"), 1.5),
+    (Figure::TrialRatio("qemu"), 1.15),
+    (Figure::MatrixWall("refvmm"), 4.0),
+    (Figure::MatrixWall("qemu"), 25.0),
+    (Figure::SelftestWall, 60.0),
+];
+
+/// The goals met and timed so far in this run.
+#[derive(Debug, Default)]
+struct Tally {
+    timed: usize,
+    met: usize,
+}
+
+impl Tally {
+    /// `goal <= G: met` (or `not met`) for `figure` at `value`, counted;
+    /// empty when the figure has no goal (another VMM, `--quick`).
+    fn judge(&mut self, figure: Figure, value: f64, unit: &str) -> String {
+        let Some((_, goal)) = GOALS.iter().find(|(f, _)| *f == figure) else {
+            return String::new();
+        };
+        self.timed += 1;
+        let met = value <= *goal;
+        self.met += usize::from(met);
+        format!(
+            "; goal <= {goal}{unit}: {}",
+            if met { "met" } else { "NOT MET" }
+        )
+    }
+}
+
+/// The kit's name of a VMM with goals (`qemu:/path` is QEMU).
+fn goal_vmm(vmm: &str) -> Option<&'static str> {
+    match vmm.split(':').next() {
+        Some("refvmm") if vmm == "refvmm" => Some("refvmm"),
+        Some("qemu") => Some("qemu"),
+        _ => None,
+    }
 }
 
 /// The jobs the scaling table times.
@@ -111,6 +167,7 @@ pub fn run(o: &Options) -> Result<ExitCode> {
     };
     let cases = load_cases()?;
     let root = RunDir::new()?;
+    let mut tally = Tally::default();
     let glob = |vmm: &str| o.quick.then(|| format!("{vmm}::{QUICK_CASES}/*"));
     println!(
         "cprkit bench: jobs {}, medians of {samples} samples{}; load average {}",
@@ -134,7 +191,7 @@ pub fn run(o: &Options) -> Result<ExitCode> {
             }
         };
         println!("{vmm}:");
-        handover(&adapter, &cases, vmm, samples, root.path())?;
+        handover(&adapter, &cases, vmm, samples, root.path(), &mut tally)?;
         let planned = plan(&adapter, &cases, glob(vmm).as_deref());
         let not_run = planned.iter().filter(|p| p.runnable().is_err()).count();
         let mut one_job = None;
@@ -157,11 +214,16 @@ pub fn run(o: &Options) -> Result<ExitCode> {
         }
         for (jobs, wall, bad) in timed {
             let mine = if jobs == o.jobs { ", this run's" } else { "" };
+            // The goal is for the full matrix at the run's jobs.
+            let goal = match goal_vmm(vmm).filter(|_| jobs == o.jobs && !o.quick) {
+                Some(v) => tally.judge(Figure::MatrixWall(v), wall.as_secs_f64(), " s"),
+                None => String::new(),
+            };
             row(
                 &format!("matrix, {} trials, jobs {jobs}{mine}", planned.len()),
                 &secs(wall),
                 &format!(
-                    "{}{} not judged ({not_run} not run here)",
+                    "{}{} not judged ({not_run} not run here){goal}",
                     one_job.map_or(String::new(), |one| format!(
                         "{} faster than 1 job; ",
                         ratio(one, wall)
@@ -172,9 +234,15 @@ pub fn run(o: &Options) -> Result<ExitCode> {
         }
     }
     if o.selftest && !stopped() {
-        selftest(&cases, o, root.path())?;
+        selftest(&cases, o, root.path(), &mut tally)?;
     }
     drop(root);
+    if tally.timed > 0 {
+        println!(
+            "goals: {} of {} timed here met (the figures vary with the machine's load; the ratios are what count)",
+            tally.met, tally.timed
+        );
+    }
     if let Some(code) = interrupt::exit_code() {
         let sig = interrupt::STOP
             .signal()
@@ -194,6 +262,7 @@ fn handover(
     vmm: &str,
     samples: usize,
     root: &Path,
+    tally: &mut Tally,
 ) -> Result<()> {
     let opts = RunOptions::default();
     let no_fault = plan(
@@ -240,10 +309,17 @@ fn handover(
         return Ok(());
     }
     let (kit, whole, bare_handover) = (median(kit), median(whole), median(bare_handover));
+    let goal = goal_vmm(vmm).map_or(String::new(), |v| {
+        tally.judge(
+            Figure::TrialRatio(v),
+            kit.as_secs_f64() / whole.as_secs_f64().max(1e-9),
+            "x",
+        )
+    });
     row(
         "kit trial, memory-running/no-fault",
         &ms(kit),
-        &format!("{} the bare handover", ratio(kit, whole)),
+        &format!("{} the bare handover{goal}", ratio(kit, whole)),
     );
     if !kit_device.is_empty() {
         let d = median(kit_device);
@@ -263,7 +339,7 @@ fn handover(
 }
 
 /// `selftest`'s wall time at the run's jobs, and the mutants it caught.
-fn selftest(cases: &[Case], o: &Options, root: &Path) -> Result<()> {
+fn selftest(cases: &[Case], o: &Options, root: &Path, tally: &mut Tally) -> Result<()> {
     let names = RefVmm::family();
     let family = adapters(&names)?;
     let glob = o.quick.then(|| format!("*::{QUICK_CASES}/*"));
@@ -297,9 +373,9 @@ fn selftest(cases: &[Case], o: &Options, root: &Path) -> Result<()> {
             "{caught} of {} mutants caught by their rule{}",
             MUTANT_EXPECTATIONS.len(),
             if o.quick {
-                " (quick: one case; some mutants show only in others)"
+                " (quick: one case; some mutants show only in others)".to_string()
             } else {
-                ""
+                tally.judge(Figure::SelftestWall, wall.as_secs_f64(), " s")
             }
         ),
     );
@@ -312,4 +388,36 @@ fn load_average() -> String {
         .ok()
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_goal_is_met_at_or_below_it_and_counted() {
+        let mut t = Tally::default();
+        assert_eq!(
+            t.judge(Figure::TrialRatio("refvmm"), 1.5, "x"),
+            "; goal <= 1.5x: met"
+        );
+        assert_eq!(
+            t.judge(Figure::MatrixWall("qemu"), 25.1, " s"),
+            "; goal <= 25 s: NOT MET"
+        );
+        assert_eq!(t.judge(Figure::TrialRatio("other"), 9.0, "x"), "");
+        assert_eq!((t.met, t.timed), (1, 2));
+    }
+
+    #[test]
+    fn goals_are_for_refvmm_itself_and_any_qemu() {
+        assert_eq!(goal_vmm("refvmm"), Some("refvmm"));
+        assert_eq!(goal_vmm("refvmm:copy-ram"), None);
+        assert_eq!(goal_vmm("qemu"), Some("qemu"));
+        assert_eq!(
+            goal_vmm("qemu:/opt/qemu/bin/qemu-system-x86_64"),
+            Some("qemu")
+        );
+        assert_eq!(goal_vmm("cloud-hypervisor"), None);
+    }
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use cprkit_adapters::RefVmm;
 use cprkit_adapters::refvmm_adapter::{FUZZ_ONLY_MUTANTS, MUTANT_EXPECTATIONS};
 use cprkit_harness::leaks::Census;
-use cprkit_harness::rules::RULES;
+use cprkit_harness::rules::{CHAIN_RULE, RULES, Rule};
 use cprkit_suite::runner::{RunOptions, Verdicts, plan};
 
 use super::interrupt;
@@ -53,19 +53,17 @@ pub fn run(jobs: Jobs, case: Option<&str>) -> Result<ExitCode> {
     println!(
         "{:<34} {}",
         "VMM",
-        RULES
-            .iter()
-            .map(|r| format!("{:>7}", r.id))
+        columns()
+            .map(|r| format!("{:>8}", r.id))
             .collect::<String>()
     );
     let mut ok = errors.is_empty();
     for name in &names {
         let rules = caught.get(name.as_str()).cloned().unwrap_or_default();
-        let cells: String = RULES
-            .iter()
+        let cells: String = columns()
             .map(|r| match rules.get(r.id) {
-                Some(n) => format!("{n:>7}"),
-                None => format!("{:>7}", "."),
+                Some(n) => format!("{n:>8}"),
+                None => format!("{:>8}", "."),
             })
             .collect();
         let ran = judged.get(name.as_str()).copied().unwrap_or(0);
@@ -92,9 +90,14 @@ pub fn run(jobs: Jobs, case: Option<&str>) -> Result<ExitCode> {
     Ok(interrupt::status(ok))
 }
 
+/// The table's columns: every rule, CHAIN-1 (judged in chains of
+/// handovers) last.
+fn columns() -> impl Iterator<Item = &'static Rule> {
+    RULES.iter().chain(std::iter::once(&CHAIN_RULE))
+}
+
 fn rule_id(rule: &str) -> &'static str {
-    RULES
-        .iter()
+    columns()
         .find(|r| r.id == rule)
         .map(|r| r.id)
         .unwrap_or("?")
