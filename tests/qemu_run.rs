@@ -39,10 +39,21 @@ fn every_known_violation_of_qemu_is_seen_and_nothing_else_breaks() {
     );
 }
 
+/// Without the list, the run fails and names each rule with a trial that
+/// breaks it: on the memory-running case and the fault-free handovers (the
+/// first test holds the full matrix to the list, so every rule the list
+/// names is seen there; the naming is the same for every rule).
 fn without_its_list_each_violated_rule_is_named() {
     let empty = tempfile::tempdir().unwrap();
-    let (code, out) = run(&["run", "--vmm", "qemu"], Some(empty.path()));
-    assert_eq!(code, Some(1), "{out}");
+    let mut out = String::new();
+    for case in ["qemu::memory-running/*", "qemu::*/no-fault"] {
+        let (code, o) = run(
+            &["run", "--vmm", "qemu", "--case", case],
+            Some(empty.path()),
+        );
+        assert_eq!(code, Some(1), "{o}");
+        out.push_str(&o);
+    }
     for (rule, trial) in [
         ("ORD-1", "qemu::memory-running/no-fault"),
         ("DONE-2", "qemu::memory-running/kill-target@main-stream"),
@@ -54,18 +65,10 @@ fn without_its_list_each_violated_rule_is_named() {
         ("ORD-2", "qemu::vhost-user-running/no-fault"),
         ("OWN-1", "qemu::vhost-user-running/no-fault"),
         ("ERR-2", "qemu::vhost-user-running-qsd/no-fault"),
-        (
-            "FAIL-3",
-            "qemu::memory-running-return-path/hang-target@main-stream",
-        ),
         ("DONE-0", "qemu::vhost-user-running/no-fault"),
         (
             "LIVE-1",
             "qemu::memory-running/bad-request:no-main-channel@source-stop",
-        ),
-        (
-            "REACH-1",
-            "qemu::vhost-user-running/kill-target@target-init",
         ),
     ] {
         assert!(
@@ -104,9 +107,12 @@ fn qemu_named_by_its_path_is_judged_by_the_same_list() {
     )
     .unwrap();
     let by_path = format!("qemu:{}", path.trim());
-    let (code, named) = run(&["run", "--vmm", "qemu", "--case", "memory-*"], None);
+    let (code, named) = run(&["run", "--vmm", "qemu", "--case", "memory-running"], None);
     assert_eq!(code, Some(0), "{named}");
-    let (code, out) = run(&["run", "--vmm", &by_path, "--case", "memory-*"], None);
+    let (code, out) = run(
+        &["run", "--vmm", &by_path, "--case", "memory-running"],
+        None,
+    );
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(summary(&out), summary(&named));
     assert!(
@@ -125,7 +131,8 @@ fn another_build_of_the_same_version_does_not_inherit_the_list_unless_given_it()
         "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'QEMU emulator version 10.0.2'; exit 0; fi\nexec qemu-system-x86_64 \"$@\"\n",
     );
     let vmm = format!("qemu:{}", wrapper.display());
-    let (code, out) = run(&["run", "--vmm", &vmm, "--case", "memory-running"], None);
+    let one = "*::memory-running/no-fault";
+    let (code, out) = run(&["run", "--vmm", &vmm, "--case", one], None);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains(&format!("\nORD-1 {vmm}::memory-running/no-fault: ")),
@@ -138,7 +145,7 @@ fn another_build_of_the_same_version_does_not_inherit_the_list_unless_given_it()
             "--vmm",
             &vmm,
             "--case",
-            "memory-running",
+            one,
             "--known-violations",
             list.to_str().unwrap(),
         ],
