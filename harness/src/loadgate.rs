@@ -1,21 +1,20 @@
 //! How many trials the machine has room for. A trial that waits (for a
 //! bound, for a slow VMM) needs no core; one whose guest spins (QEMU under
-//! TCG) needs one. So trials are not limited to the number of CPUs: up to
-//! one per CPU always runs, and another starts only while the machine has
-//! CPU time to spare: over the last [`WINDOW`] at least [`SPARE_CPU`] of a
-//! core was idle (`/proc/stat`), up to [`LoadGate::most`] at once.
-//!
-//! One reading admits one trial, so that the next reading covers what it
-//! started (a trial's VMMs take a moment to load the machine) and
-//! admissions never come in a burst. One thread reads at a time; the others
-//! wait for its answer rather than read again.
+//! TCG) needs one. So trials are not limited to the number of CPUs: the
+//! gate keeps a level, one trial per CPU at first, and reads the machine's
+//! idle CPU time (`/proc/stat`) at most once a [`WINDOW`] while trials wait
+//! to start: when the trials at the level left at least [`SPARE_CPU`] of a
+//! core idle, the level goes up by one; when they left less than
+//! [`STARVED_CPU`], down by one (never below the CPUs, never above
+//! [`LoadGate::most`]). A trial starts at once while fewer run than the
+//! level: one that ends is replaced without a reading.
 //!
 //! Why idle time and not a count of runnable threads: VMMs whose guests
 //! and devices wake every few hundred microseconds keep several threads
 //! runnable at any instant on a machine that is mostly idle, so a count
 //! read at an instant says "busy" when cores are free. The idle time is the
-//! whole machine's: other work on it leaves fewer trials running, which
-//! keeps each trial's timing as on a machine with room for it.
+//! whole machine's: other work on it keeps the level lower, which keeps each
+//! trial's timing as on a machine with room for it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,8 +26,10 @@ pub const TRIALS_PER_CPU: usize = 32;
 /// The shortest span a reading of the idle time covers (the kernel counts
 /// it in hundredths of a second).
 const WINDOW: Duration = Duration::from_millis(40);
-/// The idle CPU time, in cores, over a window that admits one more trial.
+/// The idle CPU time, in cores, over a window that raises the level.
 const SPARE_CPU: f64 = 0.5;
+/// The idle CPU time, in cores, below which a window lowers the level.
+const STARVED_CPU: f64 = 0.1;
 /// How long a trial waits before it asks again.
 const RETRY: Duration = Duration::from_millis(10);
 
@@ -82,7 +83,9 @@ pub struct LoadGate {
     cpus: usize,
     most: usize,
     running: AtomicUsize,
-    /// The reading the next decision compares with, held by the one thread
+    /// Trials at once the machine has shown room for.
+    level: AtomicUsize,
+    /// The reading the next one compares with, held by the one thread
     /// reading the load.
     reading: std::sync::Mutex<Option<(Instant, CpuTimes)>>,
 }
@@ -111,6 +114,7 @@ impl LoadGate {
             cpus,
             most: cpus * TRIALS_PER_CPU,
             running: AtomicUsize::new(0),
+            level: AtomicUsize::new(cpus),
             reading: std::sync::Mutex::new(None),
         }
     }
@@ -125,17 +129,21 @@ impl LoadGate {
         self.running.load(Ordering::SeqCst)
     }
 
+    /// Trials at once the machine has shown room for, now.
+    pub fn level(&self) -> usize {
+        self.level.load(Ordering::SeqCst)
+    }
+
     /// Waits until the machine has room for one more trial, or `stop` says
-    /// to give up (then `None`): at once while fewer trials than CPUs run,
-    /// else once the machine had CPU time to spare since the last decision.
+    /// to give up (then `None`): while fewer trials run than the level.
     pub fn admit(&self, stop: impl Fn() -> bool) -> Option<Admitted<'_>> {
         loop {
             if stop() {
                 return None;
             }
             let running = self.running.load(Ordering::SeqCst);
-            let room = running < self.cpus || (running < self.most && self.spare());
-            if room {
+            self.adjust(running);
+            if running < self.level() {
                 // Another thread may have been admitted since the reading.
                 if self
                     .running
@@ -150,25 +158,31 @@ impl LoadGate {
         }
     }
 
-    /// Whether the machine had [`SPARE_CPU`] idle since the last reading,
-    /// at least [`WINDOW`] ago. A reading that says so is spent on the one
-    /// trial it admits; one that cannot be taken says no.
-    fn spare(&self) -> bool {
-        let mut last = self.reading.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(now) = CpuTimes::now() else {
-            return false;
+    /// Reads the machine once a [`WINDOW`] has passed since the last
+    /// reading, and moves the level: up by one when the trials running
+    /// (as many as the level) left [`SPARE_CPU`] idle, down by one when
+    /// they left less than [`STARVED_CPU`].
+    fn adjust(&self, running: usize) {
+        let Ok(mut last) = self.reading.try_lock() else {
+            // Another thread is reading.
+            return;
         };
-        match *last {
-            Some((at, _)) if at.elapsed() < WINDOW => false,
-            Some((_, before)) => {
-                *last = Some((Instant::now(), now));
-                now.idle_since(&before)
-                    .is_some_and(|idle| idle * self.cpus as f64 >= SPARE_CPU)
-            }
-            None => {
-                *last = Some((Instant::now(), now));
-                false
-            }
+        if last.is_some_and(|(at, _)| at.elapsed() < WINDOW) {
+            return;
+        }
+        let Some(now) = CpuTimes::now() else {
+            return;
+        };
+        let before = last.replace((Instant::now(), now));
+        let Some(idle) = before.and_then(|(_, b)| now.idle_since(&b)) else {
+            return;
+        };
+        let spare = idle * self.cpus as f64;
+        let level = self.level();
+        if spare >= SPARE_CPU && running >= level && level < self.most {
+            self.level.store(level + 1, Ordering::SeqCst);
+        } else if spare < STARVED_CPU && level > self.cpus {
+            self.level.store(level - 1, Ordering::SeqCst);
         }
     }
 }
@@ -226,14 +240,19 @@ mod tests {
     }
 
     #[test]
-    fn beyond_the_cpus_one_reading_admits_one_trial() {
+    fn the_level_starts_at_the_cpus_and_moves_one_step_a_window() {
         let gate = LoadGate::new(1);
-        let first = gate.admit(|| false).expect("one per CPU at once");
-        // The first reading only starts a window; the next, within the
-        // window, says nothing yet.
-        assert!(!gate.spare());
-        assert!(!gate.spare());
-        drop(first);
+        assert_eq!(gate.level(), 1);
+        // The first reading only starts a window; another within the
+        // window does nothing.
+        gate.adjust(1);
+        gate.adjust(1);
+        assert_eq!(gate.level(), 1);
+        std::thread::sleep(WINDOW + Duration::from_millis(20));
+        // A mostly idle test machine (this thread sleeps): up by one at
+        // most, and never below the CPUs.
+        gate.adjust(1);
+        assert!((1..=2).contains(&gate.level()), "{}", gate.level());
     }
 
     #[test]
