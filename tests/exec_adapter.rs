@@ -36,6 +36,7 @@ fn serial() -> MutexGuard<'static, ()> {
         // which locks it.
         unsafe {
             std::env::set_var(HOST_ENV, env!("CARGO_BIN_EXE_cprkit"));
+            std::env::set_var("PATH", cprkit_test_support::path_with_python_first());
             // A difference from the built-in adapter's snapshots is a
             // failure here, never a snapshot proposed for refvmm.
             std::env::set_var("INSTA_UPDATE", "no");

@@ -17,7 +17,7 @@ fn after<'t>(t: &'t str, key: &str) -> Option<&'t str> {
 fn a_short_run_finds_nothing_on_the_correct_refvmm() {
     let o = cprkit(
         &[
-            "fuzz", "--vmm", "refvmm", "--trials", "36", "--seed", "13", "-j2",
+            "fuzz", "--vmm", "refvmm", "--trials", "36", "--seed", "13", "-j4",
         ],
         &[],
     );
@@ -58,7 +58,7 @@ fn a_short_run_catches_mutants_and_a_printed_replay_reproduces_the_verdict() {
                 "24",
                 "--seed",
                 "13",
-                "-j2",
+                "-j4",
                 "--investigate",
                 "1",
                 "--replays",

@@ -5,6 +5,9 @@
 //! - [`HOST_ENV`]: the variable that points the kit at a program hosting its
 //!   helpers (refvmm, the device daemon), so that a test runs the helpers of
 //!   the build under test and never a stale binary left beside it;
+//! - [`path_with_python_first`]: the `PATH` under which an adapter program's
+//!   `#!/usr/bin/env python3` starts the interpreter itself, not a version
+//!   manager's shim in front of it;
 //! - [`trial`]: a test that needs an external part (QEMU, Cloud Hypervisor)
 //!   as a libtest-mimic trial: run where the part is here, ignored with the
 //!   reason where it is optional and absent, failed where it is required and
@@ -18,6 +21,32 @@ use std::process::{Command, Stdio};
 /// (cprkit-harness's `launcher`): tests set it to the `cprkit` binary cargo
 /// built for them (`env!("CARGO_BIN_EXE_cprkit")`).
 pub use cprkit_harness::launcher::HOST_ENV;
+
+/// `PATH` with the directory of the `python3` interpreter itself first,
+/// where `python3` on `PATH` is a version manager's shim (pyenv's is a
+/// shell script that costs 90 ms a start here, twice Python's own start-up,
+/// and the exec adapter's tests start four Python programs a trial); `PATH`
+/// as it is otherwise. The interpreter is the one the shim runs.
+pub fn path_with_python_first() -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dir = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; print(os.path.dirname(sys.executable))",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|d| !d.is_empty());
+    let Some(dir) = dir else {
+        return path;
+    };
+    let mut dirs: Vec<std::path::PathBuf> = vec![dir.into()];
+    dirs.extend(std::env::split_paths(&path));
+    std::env::join_paths(dirs).unwrap_or(path)
+}
 
 /// Writes `text` to `path` as an executable script, without holding a
 /// writable fd of this process: a child (`sh`) writes it. A file this process

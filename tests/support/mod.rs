@@ -15,9 +15,14 @@ use cprkit_test_support::{Absent, trial};
 
 /// Runs `cprkit` with `args` and extra environment variables.
 pub fn cprkit(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    static PATH: std::sync::OnceLock<std::ffi::OsString> = std::sync::OnceLock::new();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cprkit"));
     cmd.args(args)
-        .env(cprkit_test_support::HOST_ENV, env!("CARGO_BIN_EXE_cprkit"));
+        .env(cprkit_test_support::HOST_ENV, env!("CARGO_BIN_EXE_cprkit"))
+        .env(
+            "PATH",
+            PATH.get_or_init(cprkit_test_support::path_with_python_first),
+        );
     for (k, v) in env {
         cmd.env(k, v);
     }
