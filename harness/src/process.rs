@@ -38,6 +38,11 @@ use crate::timeline::{Actor, Timeline, What};
 /// many threads costs more than the trial's own work (the copy of its page
 /// tables, then a copy-on-write fault on every page any of its threads
 /// writes next). Elsewhere, the child does both between `fork` and `exec`.
+///
+/// The command is rebuilt from its program, arguments, environment
+/// changes and working directory: set its stdio and process group on the
+/// command this returns (an `env_clear` would not carry over; no caller
+/// makes one).
 pub fn dies_with_spawner(cmd: Command) -> Command {
     let parent = nix::unistd::getpid();
     match setpriv() {

@@ -381,7 +381,7 @@ const STILL_CEILING: Duration = Duration::from_millis(50);
 /// source's longest pause between two messages of its start-up handshake,
 /// within [`STILL_FLOOR`] and [`STILL_CEILING`] (the ceiling when it could
 /// not be measured).
-pub(super) fn still_period(pace: Option<Duration>) -> Duration {
+fn still_period(pace: Option<Duration>) -> Duration {
     pace.map_or(STILL_CEILING, |pace| {
         (pace * STILL_GAPS).clamp(STILL_FLOOR, STILL_CEILING)
     })
@@ -393,7 +393,7 @@ pub(super) fn still_period(pace: Option<Duration>) -> Duration {
 /// each when the last was answered and it did its own work in between);
 /// `None` if none did. Read before the migrate, only the source's
 /// handshake is in the ledger: a target's spans the wait for the migration.
-pub(super) fn handshake_pace(ledger: &[LedgerEntry]) -> Option<Duration> {
+fn handshake_pace(ledger: &[LedgerEntry]) -> Option<Duration> {
     use std::collections::BTreeMap;
     // conn -> (time of its last entry, its longest pause so far)
     let mut open: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
@@ -465,4 +465,64 @@ fn wait_closed(d: &mut DeviceDaemon, dead: &[i32]) -> Result<DeviceState, device
             .iter()
             .any(|c| c.open && c.pid.is_some_and(|p| dead.contains(&p)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn entry(seq: u64, t_ms: u64, conn: u32, kind: EntryKind) -> LedgerEntry {
+        LedgerEntry {
+            seq,
+            t_ns: t_ms * MS,
+            conn: Some(conn),
+            pid: Some(100 + conn as i32),
+            kind,
+        }
+    }
+
+    fn message(name: &str) -> EntryKind {
+        EntryKind::Message {
+            name: name.into(),
+            detail: String::new(),
+            answer: device::Answer::Ok,
+            delayed_ms: 0,
+        }
+    }
+
+    fn ring_start() -> EntryKind {
+        EntryKind::Owner {
+            change: OwnerChange::RingStart { ring: 0, base: 0 },
+        }
+    }
+
+    #[test]
+    fn the_pace_is_the_longest_pause_of_a_handshake_up_to_its_first_ring_start() {
+        let ledger = [
+            entry(1, 10, 1, EntryKind::Connect),
+            entry(2, 11, 1, message("GET_FEATURES")),
+            entry(3, 14, 1, message("SET_OWNER")),
+            entry(4, 15, 1, ring_start()),
+            // After the ring started: I/O and a late message are no pace.
+            entry(5, 40, 1, message("GET_VRING_BASE")),
+        ];
+        assert_eq!(handshake_pace(&ledger), Some(Duration::from_millis(3)));
+        // A connection that never started a ring gives no pace.
+        let unfinished = [
+            entry(1, 10, 1, EntryKind::Connect),
+            entry(2, 30, 1, message("GET_FEATURES")),
+        ];
+        assert_eq!(handshake_pace(&unfinished), None);
+    }
+
+    #[test]
+    fn the_quiet_period_is_sixteen_pauses_within_floor_and_ceiling() {
+        let us = Duration::from_micros;
+        assert_eq!(still_period(Some(us(150))), us(2400));
+        assert_eq!(still_period(Some(us(10))), STILL_FLOOR);
+        assert_eq!(still_period(Some(us(10_000))), STILL_CEILING);
+        assert_eq!(still_period(None), STILL_CEILING, "not measured");
+    }
 }

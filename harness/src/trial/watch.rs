@@ -189,20 +189,6 @@ pub(super) fn step_bound(startup: Duration, settle: Duration, ceiling: Duration)
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_step_takes_the_start_up_times_the_factor_within_settle_and_ceiling() {
-        use super::step_bound;
-        let (settle, ceiling) = (Duration::from_secs(1), Duration::from_secs(5));
-        let ms = Duration::from_millis;
-        // refvmm starts in a few ms: the settle bound.
-        assert_eq!(step_bound(ms(4), settle, ceiling), settle);
-        // A VMM that takes 60 ms to start: 3 s; 200 ms: the ceiling.
-        assert_eq!(step_bound(ms(60), settle, ceiling), ms(3000));
-        assert_eq!(step_bound(ms(200), settle, ceiling), ceiling);
-        // A case whose settle bound is above the ceiling: the ceiling.
-        assert_eq!(step_bound(ms(4), ms(8000), ceiling), ceiling);
-    }
-
     use super::*;
 
     const CEILING: Duration = Duration::from_secs(1);
@@ -257,5 +243,18 @@ mod tests {
         assert_eq!(bound(None, None, false, CEILING).bound, CEILING);
         // A guest whose device I/O was looked for and not timed.
         assert_eq!(bound(steady(150 * US), None, true, CEILING).bound, CEILING);
+    }
+
+    #[test]
+    fn a_step_takes_the_start_up_times_the_factor_within_settle_and_ceiling() {
+        let (settle, ceiling) = (Duration::from_secs(1), Duration::from_secs(5));
+        let ms = Duration::from_millis;
+        // refvmm starts in a few ms: the settle bound.
+        assert_eq!(step_bound(ms(4), settle, ceiling), settle);
+        // A VMM that takes 60 ms to start: 3 s; 200 ms: the ceiling.
+        assert_eq!(step_bound(ms(60), settle, ceiling), ms(3000));
+        assert_eq!(step_bound(ms(200), settle, ceiling), ceiling);
+        // A case whose settle bound is above the ceiling: the ceiling.
+        assert_eq!(step_bound(ms(4), ms(8000), ceiling), ceiling);
     }
 }
